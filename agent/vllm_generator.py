@@ -1,0 +1,180 @@
+"""`VLLMGenerator`: an in-process vLLM engine behind the `Generator` contract.
+
+This is the only module in turngym that touches vLLM internals (engine construction and the weight
+reload call). vLLM is imported when a generator is created, never at import time, so turngym works
+without it (e.g. with `HFGenerator` on a machine where vLLM is not installed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from turngym.agent.generator import Completion, SamplingParams, cut_at_stop
+
+if TYPE_CHECKING:
+    import torch
+
+# Hugging Face names of the input embedding and LM head in Llama-family models (Llama, Qwen2,
+# Mistral, SmolLM2), which share one tensor when `tie_word_embeddings` is set.
+EMBEDDING_NAME, HEAD_NAME = "model.embed_tokens.weight", "lm_head.weight"
+
+
+class VLLMGenerator:
+    """Sample completions with an in-process `vllm.LLM` and sync trainer weights into it.
+
+    Args:
+        model: a local Hugging Face model directory or an alias accepted by `resolve_model`.
+        dtype: weights and activations dtype inside vLLM (default bf16).
+        max_model_len: context length (prompt + completion) the engine supports.
+        kv_cache_gib: memory reserved for the KV cache. vLLM's own default on CPU takes almost all
+            RAM, leaving nothing for a trainer in the same process.
+        seed: engine seed, used for requests without a per-request seed.
+        enforce_eager: disable graph capture; default True on CPU, False on CUDA.
+        **engine_kwargs: passed to `vllm.LLM` unchanged.
+
+    Example:
+        >>> gen = VLLMGenerator("smollm2-135m")  # doctest: +SKIP
+        >>> gen.generate([[1, 2, 3]], SamplingParams(max_tokens=8))[0].token_ids  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "bfloat16",
+        max_model_len: int = 4096,
+        kv_cache_gib: float = 2.0,
+        seed: int = 0,
+        enforce_eager: bool | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        from turngym.agent.models import resolve_model
+
+        # The engine must live in this process so `load_weights` can hand it tensors directly.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        import torch
+        import vllm
+
+        on_cuda = torch.cuda.is_available()
+        self.model_path = resolve_model(model)
+        self.max_model_len = max_model_len
+        self.llm = vllm.LLM(
+            model=self.model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
+            seed=seed,
+            enforce_eager=(not on_cuda) if enforce_eager is None else enforce_eager,
+            # Report logprobs of the distribution actually sampled from (after temperature/top-p),
+            # which is what importance ratios against the behaviour policy need.
+            logprobs_mode="processed_logprobs",
+            # With chunked prefill, a seeded request whose prefill is split crashes the CPU
+            # sampler ("CPU Generator does not use offset"); whole-prompt prefill avoids it.
+            enable_chunked_prefill=on_cuda,
+            **engine_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        model_config = self.llm.llm_engine.model_config
+        self.dtype = model_config.dtype
+        self.tied_embeddings = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
+        # Layers without loadable weights (rotary caches) are reported on every reload; expected.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
+            _RotaryReloadFilter()
+        )
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Completion]:
+        """Sample `sampling.n` completions per prompt in one batched engine call (see `Generator`)."""
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        requests, params = [], []
+        for i, prompt in enumerate(prompts):
+            self._check_prompt(i, prompt)
+            for j in range(sampling.n):
+                requests.append(TokensPrompt(prompt_token_ids=list(prompt)))
+                params.append(
+                    VLLMSamplingParams(
+                        n=1,
+                        temperature=sampling.temperature,
+                        top_p=sampling.top_p,
+                        max_tokens=sampling.max_tokens,
+                        stop=list(sampling.stop),
+                        stop_token_ids=list(sampling.stop_token_ids),
+                        # keep the stop string in the text: its tokens are in token_ids too
+                        include_stop_str_in_output=True,
+                        seed=None if sampling.seed is None else sampling.seed + i * sampling.n + j,
+                        logprobs=0,  # the sampled token's logprob only
+                    )
+                )
+        if not requests:
+            return []
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [self._to_completion(out.outputs[0], sampling.stop) for out in outputs]
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load Hugging Face-named weights into the running engine, in place.
+
+        `model.load_weights` (what colocated trainers often call) fails on the CPU backend after
+        the first load because the CPU backend repacks linear weights; vLLM's `reload_weights`
+        re-runs the checkpoint loader and the repacking, and works on CPU and CUDA.
+
+        With tied embeddings, `model.named_parameters()` lists the shared tensor once, as
+        `model.embed_tokens.weight`; vLLM's reload would then keep the old LM head, so the head is
+        sent under its own name too.
+        """
+        weights = _detached(named_tensors, self.dtype)  # cast here: the engine keeps only its dtype
+        if self.tied_embeddings:
+            weights = _with_tied_head(weights)
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+        )
+        # Cached KV blocks were computed with the old weights.
+        self.llm.reset_prefix_cache()
+
+    def _to_completion(self, output: Any, stop: tuple[str, ...]) -> Completion:
+        if output.finish_reason not in ("stop", "length"):
+            raise RuntimeError(f"vLLM request ended with finish_reason={output.finish_reason!r}")
+        token_ids = list(output.token_ids)
+        logprobs = [step[token].logprob for step, token in zip(output.logprobs, token_ids, strict=True)]
+        # Decode ourselves rather than use vLLM's incremental text, which holds back a trailing
+        # incomplete UTF-8 sequence; this keeps `text` identical across generators.
+        text, _ = cut_at_stop(self.tokenizer.decode(token_ids, skip_special_tokens=True), stop)
+        return Completion(
+            token_ids=token_ids, logprobs=logprobs, finish_reason=output.finish_reason, text=text
+        )
+
+    def _check_prompt(self, index: int, prompt: Sequence[int]) -> None:
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {index} is empty; a prompt needs at least one token")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(
+                f"prompt {index} has {len(prompt)} tokens but max_model_len is {self.max_model_len}; "
+                "shorten the conversation or raise max_model_len"
+            )
+
+
+def _detached(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype
+) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, tensor in named_tensors:
+        yield name, tensor.detach().to(dtype)
+
+
+def _with_tied_head(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    embedding, head_seen = None, False
+    for name, tensor in named_tensors:
+        if name == EMBEDDING_NAME:
+            embedding = tensor
+        head_seen |= name == HEAD_NAME
+        yield name, tensor
+    if embedding is not None and not head_seen:
+        yield HEAD_NAME, embedding
+
+
+class _RotaryReloadFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("RotaryEmbedding: Failed to load weights")

@@ -1,0 +1,1 @@
+"""turngym.algos: GRPO-family objectives as small pure functions and named objectives."""

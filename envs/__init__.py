@@ -1,0 +1,1 @@
+"""turngym.envs: text environments, their registration and the checker."""

@@ -1,0 +1,72 @@
+"""Packaging and the front door: layout, lazy imports, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import turngym
+
+ROOT = Path(__file__).resolve().parents[1]
+TURNGYM = [sys.executable, "-m", "turngym"]
+
+
+def test_subsystems_install_from_the_root_folders() -> None:
+    import turngym.agent
+    import turngym.algos
+    import turngym.envs
+    import turngym.trainer
+
+    for module, folder in [
+        (turngym.envs, "envs"),
+        (turngym.agent, "agent"),
+        (turngym.algos, "algos"),
+        (turngym.trainer, "trainer"),
+    ]:
+        assert Path(module.__file__).parent == ROOT / folder
+
+
+def test_import_turngym_is_light() -> None:
+    """The front door must not drag in torch, transformers, vLLM or env packages."""
+    heavy = "('torch', 'transformers', 'vllm', 'textarena', 'math_verify', 'reasoning_gym')"
+    code = f"import sys, turngym; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_lazy_exports_resolve() -> None:
+    from turngym.agent.models import resolve_model
+
+    assert turngym.resolve_model is resolve_model
+    assert set(turngym.__all__) == set(turngym._EXPORTS)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        turngym.nope  # noqa: B018
+
+
+def test_cli_help_lists_only_working_commands() -> None:
+    out = subprocess.run([*TURNGYM, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "models" in out
+
+
+def test_cli_models_list_shows_the_default_alias(tmp_path: Path) -> None:
+    env = {**os.environ, "TURNGYM_CACHE": str(tmp_path), "COLUMNS": "200"}
+    out = subprocess.run(
+        [*TURNGYM, "models", "list"], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    assert "smollm2-135m (default)" in out and str(tmp_path) in out
+    assert " no " in out  # nothing prepared in an empty cache
+
+
+def test_cli_models_prepare_unknown_alias_fails_clearly() -> None:
+    proc = subprocess.run([*TURNGYM, "models", "prepare", "gpt-17"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unknown model alias 'gpt-17'" in proc.stdout and "smollm2-135m" in proc.stdout
+
+
+def test_cli_models_prepare_prints_the_prepared_path(smollm2_dir: Path) -> None:
+    out = subprocess.run([*TURNGYM, "models", "prepare"], capture_output=True, text=True, check=True).stdout
+    assert "already prepared" in out and out.strip().splitlines()[-1] == str(smollm2_dir)

@@ -1,0 +1,1 @@
+"""turngym.trainer: recipes, the update loop, checkpoints, metrics and evaluation."""

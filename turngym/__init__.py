@@ -1,0 +1,43 @@
+"""turngym: train and evaluate LLM agents on multi-turn text environments.
+
+The names below are re-exported lazily (PEP 562), so `import turngym` stays fast and does not import
+torch, transformers or vLLM until one of them is used. `_EXPORTS` is the whole table.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "resolve_model": "turngym.agent.models",
+    "prepare_model": "turngym.agent.models",
+    "SamplingParams": "turngym.agent.generator",
+    "Completion": "turngym.agent.generator",
+    "Generator": "turngym.agent.generator",
+    "VLLMGenerator": "turngym.agent.vllm_generator",
+    "HFGenerator": "turngym.agent.hf_generator",
+}
+__all__ = [
+    "Completion",
+    "Generator",
+    "HFGenerator",
+    "SamplingParams",
+    "VLLMGenerator",
+    "prepare_model",
+    "resolve_model",
+]
+
+if TYPE_CHECKING:
+    from turngym.agent.generator import Completion, Generator, SamplingParams
+    from turngym.agent.hf_generator import HFGenerator
+    from turngym.agent.models import prepare_model, resolve_model
+    from turngym.agent.vllm_generator import VLLMGenerator
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'turngym' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
