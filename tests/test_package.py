@@ -70,3 +70,27 @@ def test_cli_models_prepare_unknown_alias_fails_clearly() -> None:
 def test_cli_models_prepare_prints_the_prepared_path(smollm2_dir: Path) -> None:
     out = subprocess.run([*TURNGYM, "models", "prepare"], capture_output=True, text=True, check=True).stdout
     assert "already prepared" in out and out.strip().splitlines()[-1] == str(smollm2_dir)
+
+
+def test_regular_install_maps_the_root_folders_into_turngym(tmp_path: Path) -> None:
+    """A built wheel (what `pip install .` installs) holds turngym.envs etc., never top-level envs/."""
+    import zipfile
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        str(ROOT),
+        "-w",
+        str(tmp_path),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    [wheel] = tmp_path.glob("turngym-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package in ("turngym", "turngym/envs", "turngym/agent", "turngym/algos", "turngym/trainer"):
+        assert f"{package}/__init__.py" in names
+    assert not any(name.startswith(("envs/", "agent/", "algos/", "trainer/")) for name in names)
