@@ -39,6 +39,8 @@ models: setup
 
 bench: setup
 	$(PY) bench/weight_sync.py
+	$(PY) bench/math_verify_hostile.py
+	$(PY) bench/fuzz_envs.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

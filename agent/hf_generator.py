@@ -97,14 +97,9 @@ class HFGenerator:
         )  # (B, P + new)
         new = sequences[:, width:].cpu()  # (B, new)
         logprobs = recorder.finish(sequences[:, -1:]).cpu() if new.shape[1] else new.float()  # (B, new)
-        return [
-            self._cut(new[b].tolist(), logprobs[b].tolist(), sampling, set(stop_ids))
-            for b in range(len(rows))
-        ]
+        return [self._cut(new[b].tolist(), logprobs[b].tolist(), sampling, set(stop_ids)) for b in range(len(rows))]
 
-    def _cut(
-        self, ids: list[int], logps: list[float], sampling: SamplingParams, stop_ids: set[int]
-    ) -> Completion:
+    def _cut(self, ids: list[int], logps: list[float], sampling: SamplingParams, stop_ids: set[int]) -> Completion:
         """Trim a padded row at its first stop token or stop string (generate pads finished rows)."""
         end = len(ids)  # an unfinished row ran to max_tokens
         finish: FinishReason = "length"
@@ -116,9 +111,7 @@ class HFGenerator:
         if not sampling.stop:
             return Completion(token_ids=ids[:end], logprobs=logps[:end], finish_reason=finish, text=text)
         for k in range(1, end + 1):
-            prefix, stopped = cut_at_stop(
-                self.tokenizer.decode(ids[:k], skip_special_tokens=True), sampling.stop
-            )
+            prefix, stopped = cut_at_stop(self.tokenizer.decode(ids[:k], skip_special_tokens=True), sampling.stop)
             if stopped:  # the ids keep the whole last token, the text ends right after the stop string
                 end, finish, text = k, "stop", prefix
                 break

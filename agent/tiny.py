@@ -95,9 +95,7 @@ def make_tiny_llama(
     )
     bpe.train_from_iterator([_CORPUS] * 4, trainer)
     end_of_turn = _END_OF_TURN[chat_template]
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token=end_of_turn, pad_token="<|endoftext|>"
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=end_of_turn, pad_token="<|endoftext|>")
     tokenizer.chat_template = CHAT_TEMPLATES[chat_template]
     tokenizer.save_pretrained(path)
 

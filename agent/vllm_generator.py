@@ -82,9 +82,7 @@ class VLLMGenerator:
         self.dtype = model_config.dtype
         self.tied_embeddings = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
         # Layers without loadable weights (rotary caches) are reported on every reload; expected.
-        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
-            _RotaryReloadFilter()
-        )
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_RotaryReloadFilter())
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Completion]:
         """Sample `sampling.n` completions per prompt in one batched engine call (see `Generator`)."""
@@ -129,9 +127,7 @@ class VLLMGenerator:
         weights = _detached(named_tensors, self.dtype)  # cast here: the engine keeps only its dtype
         if self.tied_embeddings:
             weights = _with_tied_head(weights)
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
-        )
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         # Cached KV blocks were computed with the old weights.
         self.llm.reset_prefix_cache()
 
@@ -143,9 +139,7 @@ class VLLMGenerator:
         # Decode ourselves rather than use vLLM's incremental text, which holds back a trailing
         # incomplete UTF-8 sequence; this keeps `text` identical across generators.
         text, _ = cut_at_stop(self.tokenizer.decode(token_ids, skip_special_tokens=True), stop)
-        return Completion(
-            token_ids=token_ids, logprobs=logprobs, finish_reason=output.finish_reason, text=text
-        )
+        return Completion(token_ids=token_ids, logprobs=logprobs, finish_reason=output.finish_reason, text=text)
 
     def _check_prompt(self, index: int, prompt: Sequence[int]) -> None:
         if len(prompt) == 0:

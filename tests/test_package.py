@@ -54,9 +54,7 @@ def test_cli_help_lists_only_working_commands() -> None:
 
 def test_cli_models_list_shows_the_default_alias(tmp_path: Path) -> None:
     env = {**os.environ, "TURNGYM_CACHE": str(tmp_path), "COLUMNS": "200"}
-    out = subprocess.run(
-        [*TURNGYM, "models", "list"], capture_output=True, text=True, check=True, env=env
-    ).stdout
+    out = subprocess.run([*TURNGYM, "models", "list"], capture_output=True, text=True, check=True, env=env).stdout
     assert "smollm2-135m (default)" in out and str(tmp_path) in out
     assert " no " in out  # nothing prepared in an empty cache
 

@@ -12,6 +12,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "make": "turngym.envs",
+    "register": "turngym.envs",
+    "registry": "turngym.envs",
+    "check_env": "turngym.envs",
+    "TextEnv": "turngym.envs",
+    "Turn": "turngym.envs",
     "resolve_model": "turngym.agent.models",
     "prepare_model": "turngym.agent.models",
     "SamplingParams": "turngym.agent.generator",
@@ -22,6 +28,12 @@ _EXPORTS = {
 }
 __all__ = [
     "Completion",
+    "TextEnv",
+    "Turn",
+    "check_env",
+    "make",
+    "register",
+    "registry",
     "Generator",
     "HFGenerator",
     "SamplingParams",
@@ -35,6 +47,7 @@ if TYPE_CHECKING:
     from turngym.agent.hf_generator import HFGenerator
     from turngym.agent.models import prepare_model, resolve_model
     from turngym.agent.vllm_generator import VLLMGenerator
+    from turngym.envs import TextEnv, Turn, check_env, make, register, registry
 
 
 def __getattr__(name: str) -> Any:

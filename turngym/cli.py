@@ -16,6 +16,8 @@ models_app = typer.Typer(
     help="Embedded models: list them and prepare them for transformers/vLLM.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
+envs_app = typer.Typer(help="Text environments: list the ids you can make.", no_args_is_help=True)
+app.add_typer(envs_app, name="envs")
 
 console = Console()
 
@@ -29,9 +31,7 @@ def models_list() -> None:
     table.columns[2].overflow = "fold"
     for alias, spec in MODEL_ALIASES.items():
         name = f"{alias} (default)" if alias == DEFAULT_MODEL else alias
-        table.add_row(
-            name, "yes" if is_prepared(alias) else "no", str(prepared_path(alias)), spec.description
-        )
+        table.add_row(name, "yes" if is_prepared(alias) else "no", str(prepared_path(alias)), spec.description)
     console.print(table)
 
 
@@ -54,6 +54,164 @@ def models_prepare(
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from err
     typer.echo(str(path))  # plain, unwrapped: scripts read this line
+
+
+@envs_app.command("list")
+def envs_list(
+    textarena: bool = typer.Option(False, "--textarena", help="Also list TextArena's single-player games."),
+    reasoning_gym: bool = typer.Option(False, "--reasoning-gym", help="Also list reasoning-gym's datasets."),
+) -> None:
+    """List environment ids with one-line descriptions."""
+    from turngym.envs import REASONING_GYM_PREFIX, TEXTARENA_PREFIX, registry
+
+    table = Table("id", "description")
+    for info in registry().values():
+        table.add_row(info.id, info.description)
+    if textarena:
+        from turngym.envs.textarena_env import single_player_games
+
+        for game_id, needs_network in single_player_games().items():
+            note = "needs network data (nltk); fails offline" if needs_network else "single-player TextArena game"
+            table.add_row(TEXTARENA_PREFIX + game_id, note)
+    if reasoning_gym:
+        import reasoning_gym as rg
+
+        for name in sorted(rg.factory.DATASETS):
+            table.add_row(REASONING_GYM_PREFIX + name, "reasoning-gym task, scored by reasoning-gym")
+    console.print(table)
+    if not (textarena and reasoning_gym):
+        console.print(
+            f"Also: {TEXTARENA_PREFIX}<GameId> (any single-player TextArena game; --textarena lists them) and "
+            f"{REASONING_GYM_PREFIX}<dataset> (any reasoning-gym task; --reasoning-gym lists them)."
+        )
+
+
+@app.command("check")
+def check(
+    target: str = typer.Argument(..., help="An env id, or MODULE:CLASS / path/to/file.py:CLASS of your own env."),
+    kwarg: list[str] = typer.Option([], "--kwarg", "-k", help="Constructor argument KEY=VALUE (repeatable)."),
+    fuzz: int = typer.Option(1000, help="Number of fuzzed actions."),
+    seed: int = typer.Option(0, help="Seed for fuzzing and resets."),
+) -> None:
+    """Check an environment with turngym's checker and Gymnasium's, and print a report."""
+    from turngym.envs.checker import check_env, check_gymnasium
+
+    env, gym_env = _load_env(target, _parse_kwargs(kwarg), for_gymnasium=True)
+    results = [*check_env(env, fuzz=fuzz, seed=seed, raise_on_failure=False), check_gymnasium(gym_env)]
+    table = Table("check", "result", "detail", title=f"turngym check {target}")
+    for r in results:
+        table.add_row(r.name, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", r.detail)
+    console.print(table)
+    failed = [r for r in results if not r.passed]
+    console.print(f"[red]{len(failed)} check(s) failed[/red]" if failed else "[green]all checks passed[/green]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("play")
+def play(
+    env_id: str = typer.Argument(..., help="An env id (see `turngym envs list`) or MODULE:CLASS."),
+    seed: int | None = typer.Option(None, help="Episode seed (same seed, same game)."),
+    kwarg: list[str] = typer.Option([], "--kwarg", "-k", help="Constructor argument KEY=VALUE (repeatable)."),
+) -> None:
+    """Play an environment yourself in the terminal: type one action per line (Ctrl-D to stop)."""
+    env, _ = _load_env(env_id, _parse_kwargs(kwarg))
+    obs, _ = env.reset(seed=seed)
+    if getattr(env, "instructions", None):
+        console.print(f"[dim]{env.instructions}[/dim]")
+    console.print(obs, markup=False, highlight=False)
+    totals: dict[str, float] = {}
+    total = 0.0
+    terminated = truncated = False
+    metrics: dict = {}
+    while not (terminated or truncated):
+        try:
+            action = input("> ")
+        except EOFError:
+            console.print("\n(stopped: no more input)")
+            break
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        metrics = info["metrics"]
+        for name, value in info["rewards"].items():
+            totals[name] = totals.get(name, 0.0) + value
+        console.print(obs, markup=False, highlight=False)
+        shown = ", ".join(f"{k}={v:g}" for k, v in info["rewards"].items() if v)
+        console.print(f"[dim]reward {reward:+.3g}{' (' + shown + ')' if shown else ''}[/dim]")
+    ending = "terminated" if terminated else "truncated" if truncated else "not finished"
+    components = ", ".join(f"{k}={v:g}" for k, v in totals.items())
+    console.print(
+        f"Result: {'WON' if metrics.get('won') else 'not won'} after {env.turn} turns ({ending}); "
+        f"total reward {total:+.4g} ({components})"
+    )
+
+
+def _parse_kwargs(pairs: list[str]) -> dict:
+    import yaml
+
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            console.print(f"[red]bad --kwarg {pair!r}[/red]: expected KEY=VALUE, e.g. -k high=20")
+            raise typer.Exit(2)
+        kwargs[key] = yaml.safe_load(value)  # numbers, booleans and lists parse as such
+    return kwargs
+
+
+def _load_env(target: str, kwargs: dict, for_gymnasium: bool = False):
+    """Make the env named by an id or MODULE:CLASS.
+
+    With `for_gymnasium`, also return a second instance for Gymnasium's checker: made through
+    `gymnasium.make` for registered ids (so it carries a spec), else a plain second instance.
+    """
+    import gymnasium
+
+    from turngym.envs import make, registry
+    from turngym.envs.registration import UnknownEnvError
+    from turngym.envs.textarena_env import EnvUnavailableError
+
+    def build():
+        if _is_class_path(target):
+            return _import_class(target)(**kwargs)
+        return make(target, **kwargs)
+
+    try:
+        env = build()
+        if not for_gymnasium:
+            return env, None
+        return env, gymnasium.make(target, **kwargs).unwrapped if target in registry() else build()
+    except (UnknownEnvError, EnvUnavailableError, ImportError, AttributeError, TypeError, ValueError) as err:
+        console.print(f"[red]{type(err).__name__}:[/red] {err}", highlight=False)
+        raise typer.Exit(2) from err
+
+
+def _is_class_path(target: str) -> bool:
+    """`pkg.module:Class` or `path/to/file.py:Class` (ids like `textarena/X` have no colon)."""
+    module, sep, _ = target.rpartition(":")
+    return bool(sep) and (module.endswith(".py") or "/" not in module)
+
+
+def _import_class(target: str):
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    module_name, _, class_name = target.rpartition(":")
+    if module_name.endswith(".py"):
+        path = Path(module_name).resolve()
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or not path.is_file():
+            raise ImportError(f"no such file: {module_name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    if not hasattr(module, class_name):
+        raise AttributeError(f"{module_name} has no class {class_name!r}")
+    return getattr(module, class_name)
 
 
 def main() -> None:

@@ -59,9 +59,7 @@ def test_seed_makes_a_call_reproducible(hf_gen, prompts) -> None:
 def test_finished_rows_are_cut_at_their_stop_token(hf_gen, prompts) -> None:
     """generate pads rows that finished early; each completion must end at its own stop token."""
     stop_ids = set(range(100, 120)) | {hf_gen.tokenizer.eos_token_id}  # ~4% of the vocabulary
-    sampling = SamplingParams(
-        n=8, temperature=1.0, max_tokens=40, stop_token_ids=tuple(range(100, 120)), seed=0
-    )
+    sampling = SamplingParams(n=8, temperature=1.0, max_tokens=40, stop_token_ids=tuple(range(100, 120)), seed=0)
     completions = hf_gen.generate(prompts, sampling)
     assert {c.finish_reason for c in completions} == {"stop", "length"}  # both kinds in one batch
     for c in completions:
@@ -76,9 +74,7 @@ def test_stop_strings(hf_gen) -> None:
     prompt = chat_prompt(hf_gen.tokenizer, "Say hello world to me")
     decode, eos = hf_gen.tokenizer.decode, hf_gen.tokenizer.eos_token_id
     stopped = 0
-    for c in hf_gen.generate(
-        [prompt], SamplingParams(n=8, temperature=1.0, max_tokens=64, stop=(" ",), seed=0)
-    ):
+    for c in hf_gen.generate([prompt], SamplingParams(n=8, temperature=1.0, max_tokens=64, stop=(" ",), seed=0)):
         if c.finish_reason == "stop" and c.token_ids[-1] != eos:
             stopped += 1
             assert c.text.endswith(" ") and c.text.count(" ") == 1

@@ -67,9 +67,7 @@ def test_failed_conversion_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     assert list((tmp_path / "models").glob(".smollm2-135m.tmp-*")) == []
 
 
-def test_killed_conversion_is_never_loaded_and_is_cleaned_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_killed_conversion_is_never_loaded_and_is_cleaned_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL a real conversion mid-way: no target directory appears; the next prepare cleans up."""
     env = {**os.environ, "TURNGYM_CACHE": str(tmp_path)}
     code = "from turngym.agent.models import prepare_model; prepare_model('smollm2-135m', progress=False)"

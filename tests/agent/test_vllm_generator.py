@@ -80,9 +80,7 @@ def test_seeded_sampling_is_reproducible_and_independent_of_batching(vllm_tiny, 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_logprobs_match_a_transformers_forward_pass(vllm_tiny, prompts, hf_tiny, temperature) -> None:
     """vLLM reports the logprobs of the distribution it sampled from: log_softmax(logits / T)."""
-    completions = vllm_tiny.generate(
-        prompts, SamplingParams(n=4, temperature=temperature, max_tokens=32, seed=1)
-    )
+    completions = vllm_tiny.generate(prompts, SamplingParams(n=4, temperature=temperature, max_tokens=32, seed=1))
     max_diff, mean_diff = _max_and_mean_diff(hf_tiny, prompts, completions, 4, temperature)
     assert max_diff <= MAX_TOL / temperature
     assert mean_diff <= MEAN_TOL / temperature

@@ -1,0 +1,216 @@
+"""The text-environment contract: `TextEnv`, a Gymnasium `Env` whose observations and actions are text.
+
+A subclass writes two hooks: `on_reset(options) -> str` (the first observation) and
+`on_step(action) -> Turn` (feedback, named reward components, termination, metrics). The base class
+owns everything every env must get right the same way: seeding, the turn limit (truncation), the
+weighted reward, the `info` layout, and stepping after the episode is over.
+
+Example:
+    >>> import turngym
+    >>> env = turngym.make("turngym/GuessNumber-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step("I think it is [50]")
+    >>> sorted(info["rewards"]), sorted(info["metrics"])[:2]
+    (['invalid', 'won'], ['invalid_action', 'won'])
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium
+from gymnasium import spaces
+
+EPISODE_OVER_FEEDBACK = "The episode is over. Call reset() to start a new one."
+MAX_MOVE_CHARS = 200  # longer bracketed content is not a move; it gets format feedback
+
+_BRACKETED = re.compile(r"\[([^\[\]]*)\]")
+
+
+class AnyText(spaces.Text):
+    """A text space that contains every string.
+
+    Gymnasium's `Text` space only admits its charset (alphanumerics by default) up to `max_length`;
+    text environments must accept and may emit anything (unicode, newlines, 1 MB of noise).
+    `max_length` and the printable charset only shape `sample()`.
+    """
+
+    def __init__(self, max_length: int = 64, seed: int | None = None) -> None:
+        super().__init__(max_length=max_length, min_length=0, charset=string.printable, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        """Return True for any `str`."""
+        return isinstance(x, str)
+
+    def __repr__(self) -> str:
+        return "AnyText()"
+
+
+@dataclass
+class Turn:
+    """The outcome of one action, as returned by `TextEnv.on_step`.
+
+    Attributes:
+        feedback: the text the agent sees next (the next observation).
+        rewards: named reward components for this step; components the env declares but leaves
+            out count as 0.
+        terminated: the episode ended for good (solved, lost, answered).
+        metrics: facts for evaluation (e.g. `won`, `invalid_action`); not used for training.
+    """
+
+    feedback: str
+    rewards: dict[str, float] = field(default_factory=dict)
+    terminated: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class TextEnv(gymnasium.Env[str, str]):
+    """Base class of turngym's text environments.
+
+    Class attributes a subclass sets:
+        default_reward_weights: every reward component the env reports, with its default weight;
+            `reward` is the weighted sum of the components.
+        default_max_turns: the turn limit unless the constructor gets `max_turns`.
+        instructions: an optional system prompt. The first observation must be self-contained
+            (it states the rules and the action format) so the env works without it.
+
+    Args:
+        max_turns: turn limit; reaching it without termination truncates the episode.
+        reward_weights: overrides of some default weights, e.g. `{"invalid": 0.0}`.
+        render_mode: `"ansi"` (render returns the last observation) or None.
+    """
+
+    # render_fps is meaningless for text; Gymnasium's checker warns without it
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+    default_reward_weights: ClassVar[Mapping[str, float]] = {}
+    default_max_turns: ClassVar[int] = 10
+    instructions: str | None = None
+
+    def __init__(
+        self,
+        *,
+        max_turns: int | None = None,
+        reward_weights: Mapping[str, float] | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        unknown = set(reward_weights or {}) - set(self.default_reward_weights)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no reward component(s) {sorted(unknown)}; "
+                f"its components are {sorted(self.default_reward_weights)}"
+            )
+        if max_turns is not None and max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
+        self.max_turns = max_turns or self.default_max_turns
+        self.reward_weights = {**self.default_reward_weights, **(reward_weights or {})}
+        self.render_mode = render_mode
+        self.observation_space = AnyText()
+        self.action_space = AnyText()
+        self.turn = 0
+        self._observation = ""
+        self._ended: tuple[bool, bool] | None = None  # (terminated, truncated) once the episode is over
+
+    # Hooks for subclasses ---------------------------------------------------------------------
+
+    def on_reset(self, options: dict[str, Any]) -> str:
+        """Set up a new episode using `self.np_random` and return the first observation."""
+        raise NotImplementedError
+
+    def on_step(self, action: str) -> Turn:
+        """Apply one action (any string) and return its outcome. Never raise on bad text."""
+        raise NotImplementedError
+
+    # Gymnasium API ----------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start an episode. The same seed gives the same initial state and first observation."""
+        super().reset(seed=seed)
+        self.turn = 0
+        self._ended = None
+        self._observation = self.on_reset(dict(options or {}))
+        return self._observation, {"turn": 0, "max_turns": self.max_turns}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Apply an action; returns (feedback, reward, terminated, truncated, info).
+
+        `info["rewards"]` holds every reward component of this step and `reward` is their
+        weighted sum; `info["metrics"]` always has `won` and `invalid_action`. Stepping after the
+        episode ended returns a zero-reward transition that says so, rather than raising.
+        """
+        if not isinstance(action, str):
+            raise TypeError(f"actions are text: expected str, got {type(action).__name__}")
+        if self._ended is not None:
+            return EPISODE_OVER_FEEDBACK, 0.0, *self._ended, self._info(Turn(EPISODE_OVER_FEEDBACK))
+        self.turn += 1
+        outcome = self.on_step(action)
+        unknown = set(outcome.rewards) - set(self.reward_weights)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.on_step reported undeclared reward components {sorted(unknown)}")
+        info = self._info(outcome)
+        reward = float(sum(self.reward_weights[name] * value for name, value in info["rewards"].items()))
+        terminated = bool(outcome.terminated)
+        truncated = not terminated and self.turn >= self.max_turns
+        feedback = outcome.feedback
+        if truncated:
+            feedback += f"\n\nTurn limit reached ({self.max_turns} turns). The episode is over."
+        if terminated or truncated:
+            self._ended = (terminated, truncated)
+        self._observation = feedback
+        return feedback, reward, terminated, truncated, info
+
+    def render(self) -> str | None:
+        """Return the last observation (render_mode "ansi")."""
+        return self._observation if self.render_mode == "ansi" else None
+
+    def _info(self, outcome: Turn) -> dict[str, Any]:
+        rewards = {name: float(outcome.rewards.get(name, 0.0)) for name in self.reward_weights}
+        metrics = {"won": False, "invalid_action": False, **outcome.metrics}
+        return {"rewards": rewards, "metrics": metrics, "turn": self.turn}
+
+
+def last_bracketed(text: str) -> str | None:
+    """Return the content of the last `[...]` in `text` (stripped), or None if there is none.
+
+    Text around the move (reasoning) is allowed; the last bracketed move counts. Content longer
+    than `MAX_MOVE_CHARS` is not a move.
+    """
+    content = None
+    for match in _BRACKETED.finditer(text):
+        content = match.group(1)
+    if content is None or len(content) > MAX_MOVE_CHARS:
+        return None
+    return content.strip()
+
+
+def last_boxed(text: str, max_chars: int = 10_000) -> str | None:
+    r"""Return the content of the last `\boxed{...}` with balanced braces, or None.
+
+    Linear in the length of `text`; content longer than `max_chars` is treated as absent.
+    """
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        depth, i = 1, start + len("\\boxed{")
+        end = min(len(text), i + max_chars + 1)
+        while i < end and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            return text[start + len("\\boxed{") : i - 1].strip()
+        start = text.rfind("\\boxed{", 0, start)
+    return None
+
+
+def parse_int(text: str | None) -> int | None:
+    """Parse an integer move such as `42`, ` -7 `, `+3` or `1,000`; None if it is not one."""
+    if text is None:
+        return None
+    text = text.strip().replace(",", "").replace("_", "")
+    if not re.fullmatch(r"[+-]?\d{1,18}", text):
+        return None
+    return int(text)

@@ -1,0 +1,73 @@
+"""GuessNumber: find a secret whole number; the env answers "higher" or "lower"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from turngym.envs.core import TextEnv, Turn, last_bracketed, parse_int
+from typing_extensions import override
+
+INVALID_WEIGHT = -0.1  # per invalid, out-of-range or repeated guess
+
+
+class GuessNumber(TextEnv):
+    """Guess a secret integer in `[low, high]`; feedback is higher / lower / out of range / already guessed.
+
+    Binary search needs ceil(log2(high - low + 2)) guesses: 7 for 1..100, the default turn budget.
+
+    Reward components: `won` (1 on the winning guess), `invalid` (1 per unusable guess).
+
+    Example:
+        >>> env = GuessNumber(low=1, high=10)
+        >>> obs, _ = env.reset(seed=1)
+        >>> env.step("[5]")[0].split(":")[0]
+        '5 is wrong'
+    """
+
+    default_reward_weights = {"won": 1.0, "invalid": INVALID_WEIGHT}
+    default_max_turns = 7
+
+    def __init__(self, low: int = 1, high: int = 100, **kwargs: Any) -> None:
+        if high < low:
+            raise ValueError(f"GuessNumber needs low <= high, got low={low}, high={high}")
+        super().__init__(**kwargs)
+        self.low, self.high = low, high
+
+    @override
+    def on_reset(self, options: dict[str, Any]) -> str:
+        self.secret = int(self.np_random.integers(self.low, self.high + 1))
+        self.guessed: set[int] = set()
+        return (
+            f"I am thinking of a whole number between {self.low} and {self.high} (inclusive). "
+            f"You have {self.max_turns} guesses. After each guess I say whether the number is higher "
+            f"or lower. Reply with your guess in square brackets, for example [{(self.low + self.high) // 2}]."
+        )
+
+    @override
+    def on_step(self, action: str) -> Turn:
+        left = self.max_turns - self.turn
+        guess = parse_int(last_bracketed(action))
+        if guess is None:
+            problem = "Invalid guess: put one whole number in square brackets, for example [42]."
+        elif not self.low <= guess <= self.high:
+            problem = f"{guess} is out of range: the number is between {self.low} and {self.high}."
+        elif guess in self.guessed:
+            problem = f"You already guessed {guess}."
+        else:
+            problem = None
+        if problem is not None:
+            return Turn(f"{problem} {_left(left)}", {"invalid": 1.0}, metrics={"invalid_action": True})
+        self.guessed.add(guess)
+        if guess == self.secret:
+            return Turn(
+                f"Correct! The number was {guess}. You won in {self.turn} guesses.",
+                {"won": 1.0},
+                terminated=True,
+                metrics={"won": True, "guesses": self.turn},
+            )
+        direction = "higher" if self.secret > guess else "lower"
+        return Turn(f"{guess} is wrong: the number is {direction} than {guess}. {_left(left)}")
+
+
+def _left(n: int) -> str:
+    return f"{n} guess{'es' if n != 1 else ''} left."

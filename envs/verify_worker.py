@@ -1,0 +1,42 @@
+"""The math-verify worker process: one JSON request per line in, one verdict per line out.
+
+Started by `turngym.envs.verify`, which kills it when a verification overruns its time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _verdict(gold: str, answer: str, parse, verify) -> str:
+    gold_parsed, answer_parsed = parse(f"${gold}$"), parse(f"${answer}$")
+    if not gold_parsed:  # the reference is not math: compare as text
+        return "correct" if gold.strip() == answer.strip() else "incorrect"
+    if not answer_parsed:
+        return "incorrect"
+    return "correct" if verify(gold_parsed, answer_parsed) else "incorrect"
+
+
+def main() -> None:
+    """Serve verification requests on stdin/stdout until stdin closes."""
+    try:
+        from math_verify import parse, verify
+    except ImportError as err:
+        print(
+            json.dumps({"error": f"math-verify is not installed ({err}); pip install math-verify"}),
+            flush=True,
+        )
+        return
+    print("ready", flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            verdict = _verdict(request["gold"], request["answer"], parse, verify)
+        except Exception:  # any parser failure on odd input means we cannot decide
+            verdict = "unverifiable"
+        print(json.dumps({"verdict": verdict}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The textarena/ and reasoning_gym/ adapters through the real packages."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from turngym.envs import UnknownEnvError, make
+from turngym.envs.textarena_env import EnvUnavailableError
+
+from tests.envs.solvers import binary_search, hanoi_moves
+
+
+def test_textarena_guess_the_number_won_by_binary_search() -> None:
+    env = make("textarena/GuessTheNumber-v0")  # 1..20, 10 turns
+    for seed in range(10):
+        obs, _ = env.reset(seed=seed)
+        assert "between 1 and 20" in obs
+        won, turns = binary_search(env, 1, 20, fmt="I guess [{}]")
+        assert won and turns <= 5, f"seed {seed}"  # ceil(log2(21)) = 5
+
+
+def test_textarena_win_reward_comes_from_close() -> None:
+    env = make("textarena/GuessTheNumber-v0")
+    env.reset(seed=0)
+    won, _ = binary_search(env, 1, 20)
+    assert won
+    obs, reward, terminated, truncated, info = env.step("[1]")  # after the end: nothing more
+    assert reward == 0.0 and terminated
+
+
+def test_textarena_tower_of_hanoi_won_by_the_optimal_moves() -> None:
+    env = make("textarena/TowerOfHanoi-v0")  # 3 disks
+    obs, _ = env.reset(seed=0)
+    assert "Tower of Hanoi with 3 disks" in obs
+    moves = hanoi_moves(3)
+    for k, (source, target) in enumerate(moves, start=1):
+        obs, reward, terminated, truncated, info = env.step(f"I move [{source} {target}]")
+        assert terminated == (k == len(moves)), obs
+    assert len(moves) == 7 and reward == 1.0 and info["metrics"]["won"] and "Game over" in obs
+
+
+def test_textarena_invalid_moves_get_feedback_not_exceptions() -> None:
+    env = make("textarena/TowerOfHanoi-v0")
+    env.reset(seed=0)
+    obs, reward, terminated, _, info = env.step("[C A]")  # tower C is empty
+    assert "invalid move" in obs and info["rewards"]["invalid"] == 1.0 and info["metrics"]["invalid_action"]
+    assert not terminated
+
+
+def test_textarena_seeding_is_per_instance_and_leaves_global_random_alone() -> None:
+    a, b = make("textarena/Minesweeper-v0"), make("textarena/Minesweeper-v0")
+    random.seed(1234)
+    expected_next = random.Random(1234).random()
+    first = a.reset(seed=5)[0]
+    b.reset(seed=6)
+    assert b.reset(seed=5)[0] == first
+    assert a.step("[2 2]")[0] == b.step("[2 2]")[0]
+    assert random.random() == expected_next  # TextArena's random.seed() calls did not leak
+
+
+def test_textarena_errors_are_clear() -> None:
+    with pytest.raises(EnvUnavailableError, match=r"textarena/Wordle-v0 needs data downloaded from the network"):
+        make("textarena/Wordle-v0")
+    with pytest.raises(EnvUnavailableError, match="is not a single-player game"):
+        make("textarena/ConnectFour-v0")
+    with pytest.raises(UnknownEnvError, match="Did you mean: textarena/GuessTheNumber-v0"):
+        make("textarena/GuessTheNumbr-v0")
+
+
+def test_reasoning_gym_scores_with_its_own_scorer() -> None:
+    env = make("reasoning_gym/basic_arithmetic")
+    obs, _ = env.reset(seed=4)
+    assert obs.startswith(env.entry["question"]) and "\\boxed{}" in obs
+    obs, reward, terminated, _, info = env.step(f"\\boxed{{{env.entry['answer']}}}")
+    assert obs == "Correct!" and reward == pytest.approx(1.1) and terminated
+    env.reset(seed=4)
+    assert env.dataset.score_answer("not a number", env.entry) == 0.0
+    assert env.step("\\boxed{not a number}")[4]["rewards"] == {"correct": 0.0, "format": 1.0}
+
+
+def test_reasoning_gym_items_follow_the_seed() -> None:
+    a, b = make("reasoning_gym/countdown"), make("reasoning_gym/countdown")
+    assert a.reset(seed=9)[0] == b.reset(seed=9)[0]
+    assert len({a.reset(seed=s)[0] for s in range(5)}) == 5
+
+
+def test_reasoning_gym_unknown_dataset_lists_close_names() -> None:
+    with pytest.raises(UnknownEnvError, match="Did you mean: reasoning_gym/countdown"):
+        make("reasoning_gym/countdwn")

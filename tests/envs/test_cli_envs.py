@@ -1,0 +1,99 @@
+"""`turngym envs list`, `turngym check` and `turngym play`, through a subprocess like a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from turngym.envs import make
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "COLUMNS": "200"}
+
+
+def turngym(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "turngym", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
+
+
+def test_envs_list_shows_ids_and_prefixes() -> None:
+    out = turngym("envs", "list", "--textarena").stdout
+    assert "turngym/GuessNumber-v0" in out and "turngym/MathVerify-v0" in out
+    assert "textarena/TowerOfHanoi-v0" in out and "reasoning_gym/<dataset>" in out
+    assert "textarena/Wordle-v0" in out and "needs network data" in out
+
+
+def test_check_passes_a_built_in_env() -> None:
+    proc = turngym("check", "turngym/GuessNumber-v0", "--fuzz", "200")
+    assert proc.returncode == 0, proc.stdout
+    assert "200 fuzzed actions" in proc.stdout and "gymnasium env_checker" in proc.stdout
+    assert "all checks passed" in proc.stdout
+
+
+def test_check_reports_a_broken_user_env(tmp_path: Path) -> None:
+    module = tmp_path / "broken_env.py"
+    module.write_text(
+        "from turngym.envs import TextEnv, Turn\n"
+        "class Broken(TextEnv):\n"
+        "    default_reward_weights = {'won': 1.0}\n"
+        "    def on_reset(self, options):\n"
+        "        return 'go'\n"
+        "    def on_step(self, action):\n"
+        "        return Turn('ok', {'won': float(len(action[:1]))}) if len(action) < 1000 else 1 / 0\n"
+    )
+    proc = turngym("check", f"{module}:Broken", "--fuzz", "100")
+    assert proc.returncode == 1
+    assert "FAIL" in proc.stdout and "ZeroDivisionError" in proc.stdout and "check(s) failed" in proc.stdout
+
+
+def test_check_unknown_id_exits_2_with_suggestions() -> None:
+    proc = turngym("check", "turngym/GuessNum-v0")
+    assert proc.returncode == 2 and "Did you mean: turngym/GuessNumber-v0" in proc.stdout
+
+
+def test_play_a_winning_game_from_scripted_stdin() -> None:
+    env = make("turngym/GuessNumber-v0")
+    env.reset(seed=11)
+    wrong = 1 if env.secret != 1 else 2
+    proc = turngym("play", "turngym/GuessNumber-v0", "--seed", "11", stdin=f"hmm\n[{wrong}]\n[{env.secret}]\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "I am thinking of a whole number between 1 and 100" in proc.stdout
+    assert "Invalid guess" in proc.stdout and "reward -0.1 (invalid=1)" in proc.stdout
+    assert f"Correct! The number was {env.secret}" in proc.stdout
+    assert "Result: WON after 3 turns (terminated); total reward +0.9 (won=1, invalid=1)" in proc.stdout
+
+
+def test_play_stops_cleanly_at_end_of_input() -> None:
+    proc = turngym("play", "turngym/Mastermind-v0", "--seed", "0", stdin="[1 2 3 4]\n")
+    assert proc.returncode == 0 and "stopped: no more input" in proc.stdout and "not finished" in proc.stdout
+
+
+def test_play_takes_constructor_kwargs() -> None:
+    proc = turngym(
+        "play",
+        "turngym/GuessNumber-v0",
+        "-k",
+        "low=1",
+        "-k",
+        "high=3",
+        "-k",
+        "max_turns=3",
+        stdin="[1]\n[2]\n[3]\n",
+    )
+    assert "between 1 and 3" in proc.stdout and "Result: WON" in proc.stdout
+
+
+def test_custom_env_example_registers_checks_and_plays() -> None:
+    proc = subprocess.run([sys.executable, "examples/custom_env.py"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("pass  ") == 8 and proc.stdout.strip().endswith("won")
+    check = turngym("check", "examples/custom_env.py:TreasureHunt", "--fuzz", "200")
+    assert check.returncode == 0 and "all checks passed" in check.stdout

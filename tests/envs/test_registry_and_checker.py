@@ -1,0 +1,117 @@
+"""Registration, make, lazy imports, and both checkers over every registered id."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium
+import pytest
+from turngym.envs import EnvCheckError, TextEnv, Turn, UnknownEnvError, check_env, make, register, registry
+from turngym.envs.checker import check_gymnasium
+
+import turngym
+
+BUILT_IN = list(registry())
+# representative ids of the two prefixes (the adapters' own tests cover them in depth)
+ADAPTED = ["textarena/GuessTheNumber-v0", "textarena/TowerOfHanoi-v0", "reasoning_gym/basic_arithmetic"]
+
+
+def test_registry_lists_the_built_in_envs_with_descriptions() -> None:
+    assert set(BUILT_IN) == {
+        "turngym/MathVerify-v0",
+        "turngym/Game2048-v0",
+        "turngym/GuessNumber-v0",
+        "turngym/WordGuess-v0",
+        "turngym/Mastermind-v0",
+    }
+    assert all(info.description for info in registry().values())
+
+
+@pytest.mark.parametrize("env_id", BUILT_IN + ADAPTED)
+def test_every_env_passes_turngym_check_env(env_id: str) -> None:
+    results = check_env(make(env_id), fuzz=1000)
+    assert len(results) == 8 and all(r.passed for r in results)
+
+
+@pytest.mark.parametrize("env_id", BUILT_IN)
+def test_every_registered_env_passes_gymnasium_check_env(env_id: str) -> None:
+    env = gymnasium.make(env_id).unwrapped  # through Gymnasium, so it has a spec
+    assert isinstance(env, TextEnv)
+    result = check_gymnasium(env)
+    assert result.passed and result.detail == "no warnings", result.detail
+
+
+def test_make_applies_kwargs_over_registered_defaults() -> None:
+    env = make("turngym/GuessNumber-v0", low=5, high=6, max_turns=3)
+    assert (env.low, env.high, env.max_turns) == (5, 6, 3)
+    assert turngym.make is make
+
+
+def test_unknown_ids_list_close_matches() -> None:
+    with pytest.raises(UnknownEnvError, match=r"Did you mean: turngym/GuessNumber-v0.*textarena/<GameId>"):
+        make("turngym/GuesNumber-v0")
+    with pytest.raises(UnknownEnvError, match="Did you mean: turngym/Mastermind-v0"):
+        make("mastermind")
+
+
+def test_register_a_class_and_reject_duplicates() -> None:
+    class Echo(TextEnv):
+        default_reward_weights = {"said": 1.0}
+
+        def on_reset(self, options):
+            return "Say something."
+
+        def on_step(self, action):
+            return Turn(f"You said {len(action)} characters.", {"said": 1.0}, terminated=True)
+
+    register("tests/Echo-v0", Echo, "echoes")
+    assert make("tests/Echo-v0").step  # made from the class
+    assert isinstance(gymnasium.make("tests/Echo-v0").unwrapped, Echo)
+    with pytest.raises(ValueError, match="already registered"):
+        register("tests/Echo-v0", Echo, "again")
+
+
+def test_importing_envs_does_not_import_env_packages() -> None:
+    code = (
+        "import sys, turngym.envs as e; e.registry(); "
+        "print(sorted(m for m in ('textarena', 'reasoning_gym', 'math_verify', 'torch') if m in sys.modules))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
+
+
+class _Broken(TextEnv):
+    """Breaks the contract in several ways at once; the checker must name each."""
+
+    default_reward_weights = {"won": 1.0}
+    default_max_turns = 3
+
+    def on_reset(self, options):
+        self.calls = getattr(self, "calls", 0) + 1
+        return f"episode {self.calls}"  # not determined by the seed
+
+    def on_step(self, action):
+        if "\x00" in action:
+            raise RuntimeError("cannot handle NUL")
+        return Turn("", {"won": 1.0})  # empty feedback
+
+
+def test_the_checker_fails_a_broken_env_and_names_each_problem() -> None:
+    with pytest.raises(EnvCheckError) as caught:
+        check_env(_Broken(), fuzz=100)
+    failed = {r.name for r in caught.value.results if not r.passed}
+    assert "reset is deterministic per seed" in failed
+    assert "step types and weighted reward" in failed  # the empty feedback
+    assert "100 fuzzed actions" in failed
+    assert "spaces and reward weights" not in failed
+    assert "feedback must be non-empty" in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", BUILT_IN)
+def test_100k_fuzzed_actions_per_built_in_env(env_id: str) -> None:
+    """`bench/fuzz_envs.py` prints the throughput; this asserts zero contract breaks."""
+    [fuzz_result] = [r for r in check_env(make(env_id), fuzz=100_000) if "fuzzed" in r.name]
+    assert fuzz_result.passed
