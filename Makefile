@@ -41,6 +41,7 @@ bench: setup
 	$(PY) bench/weight_sync.py
 	$(PY) bench/math_verify_hostile.py
 	$(PY) bench/fuzz_envs.py
+	$(PY) bench/rollout_throughput.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -104,3 +104,15 @@ class Generator(Protocol):
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the policy weights (Hugging Face parameter names) used by later `generate` calls."""
         ...
+
+
+@runtime_checkable
+class ChatGenerator(Protocol):
+    """A text-in, text-out chat model, such as an OpenAI-compatible endpoint.
+
+    For evaluation only: it returns no token ids or logprobs, so its episodes cannot be trained on.
+    """
+
+    def chat(self, conversations: Sequence[Sequence[dict[str, str]]], sampling: SamplingParams) -> list[Completion]:
+        """Reply to each conversation (a list of `{"role", "content"}` messages); one completion each."""
+        ...

@@ -28,7 +28,8 @@ class VLLMGenerator:
     Args:
         model: a local Hugging Face model directory or an alias accepted by `resolve_model`.
         dtype: weights and activations dtype inside vLLM (default bf16).
-        max_model_len: context length (prompt + completion) the engine supports.
+        max_model_len: context length (prompt + completion) the engine supports (default: the
+            model's own maximum).
         kv_cache_gib: memory reserved for the KV cache. vLLM's own default on CPU takes almost all
             RAM, leaving nothing for a trainer in the same process.
         seed: engine seed, used for requests without a per-request seed.
@@ -45,7 +46,7 @@ class VLLMGenerator:
         model: str,
         *,
         dtype: str = "bfloat16",
-        max_model_len: int = 4096,
+        max_model_len: int | None = None,
         kv_cache_gib: float = 2.0,
         seed: int = 0,
         enforce_eager: bool | None = None,
@@ -61,7 +62,6 @@ class VLLMGenerator:
 
         on_cuda = torch.cuda.is_available()
         self.model_path = resolve_model(model)
-        self.max_model_len = max_model_len
         self.llm = vllm.LLM(
             model=self.model_path,
             dtype=dtype,
@@ -79,6 +79,7 @@ class VLLMGenerator:
         )
         self.tokenizer = self.llm.get_tokenizer()
         model_config = self.llm.llm_engine.model_config
+        self.max_model_len: int = model_config.max_model_len
         self.dtype = model_config.dtype
         self.tied_embeddings = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
         # Layers without loadable weights (rotary caches) are reported on every reload; expected.

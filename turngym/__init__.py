@@ -24,10 +24,22 @@ _EXPORTS = {
     "Completion": "turngym.agent.generator",
     "Generator": "turngym.agent.generator",
     "VLLMGenerator": "turngym.agent.vllm_generator",
+    "OpenAIGenerator": "turngym.agent.openai_generator",
+    "collect_groups": "turngym.agent.rollout",
+    "Trajectory": "turngym.agent.records",
+    "TrajectoryGroup": "turngym.agent.records",
+    "save_episodes": "turngym.agent.records",
+    "load_episodes": "turngym.agent.records",
     "HFGenerator": "turngym.agent.hf_generator",
 }
 __all__ = [
     "Completion",
+    "OpenAIGenerator",
+    "Trajectory",
+    "TrajectoryGroup",
+    "collect_groups",
+    "load_episodes",
+    "save_episodes",
     "TextEnv",
     "Turn",
     "check_env",
@@ -46,6 +58,9 @@ if TYPE_CHECKING:
     from turngym.agent.generator import Completion, Generator, SamplingParams
     from turngym.agent.hf_generator import HFGenerator
     from turngym.agent.models import prepare_model, resolve_model
+    from turngym.agent.openai_generator import OpenAIGenerator
+    from turngym.agent.records import Trajectory, TrajectoryGroup, load_episodes, save_episodes
+    from turngym.agent.rollout import collect_groups
     from turngym.agent.vllm_generator import VLLMGenerator
     from turngym.envs import TextEnv, Turn, check_env, make, register, registry
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -113,15 +114,25 @@ def play(
     env_id: str = typer.Argument(..., help="An env id (see `turngym envs list`) or MODULE:CLASS."),
     seed: int | None = typer.Option(None, help="Episode seed (same seed, same game)."),
     kwarg: list[str] = typer.Option([], "--kwarg", "-k", help="Constructor argument KEY=VALUE (repeatable)."),
+    model: str | None = typer.Option(
+        None, help="Let a model play: an alias, a model directory, or an endpoint's model name."
+    ),
+    backend: str = typer.Option("vllm", help="With --model: vllm, hf, or openai (with --base-url)."),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint's API key."),
+    temperature: float = typer.Option(0.7, help="With --model: sampling temperature (0 = greedy)."),
+    max_tokens: int = typer.Option(256, help="With --model: tokens per reply."),
 ) -> None:
-    """Play an environment yourself in the terminal: type one action per line (Ctrl-D to stop)."""
+    """Play an environment in the terminal: you type one action per line (Ctrl-D stops), or --model plays."""
+    if model is not None:
+        _model_plays(env_id, seed, _parse_kwargs(kwarg), model, backend, base_url, api_key_env, temperature, max_tokens)
+        return
     env, _ = _load_env(env_id, _parse_kwargs(kwarg))
     obs, _ = env.reset(seed=seed)
     if getattr(env, "instructions", None):
         console.print(f"[dim]{env.instructions}[/dim]")
     console.print(obs, markup=False, highlight=False)
     totals: dict[str, float] = {}
-    total = 0.0
     terminated = truncated = False
     metrics: dict = {}
     while not (terminated or truncated):
@@ -131,18 +142,57 @@ def play(
             console.print("\n(stopped: no more input)")
             break
         obs, reward, terminated, truncated, info = env.step(action)
-        total += reward
         metrics = info["metrics"]
         for name, value in info["rewards"].items():
             totals[name] = totals.get(name, 0.0) + value
         console.print(obs, markup=False, highlight=False)
-        shown = ", ".join(f"{k}={v:g}" for k, v in info["rewards"].items() if v)
-        console.print(f"[dim]reward {reward:+.3g}{' (' + shown + ')' if shown else ''}[/dim]")
+        console.print(f"[dim]reward {reward:+.3g}{_components(info['rewards'])}[/dim]")
     ending = "terminated" if terminated else "truncated" if truncated else "not finished"
-    components = ", ".join(f"{k}={v:g}" for k, v in totals.items())
+    total = sum(env.reward_weights[k] * v for k, v in totals.items())
     console.print(
         f"Result: {'WON' if metrics.get('won') else 'not won'} after {env.turn} turns ({ending}); "
-        f"total reward {total:+.4g} ({components})"
+        f"total reward {total:+.4g} ({', '.join(f'{k}={v:g}' for k, v in totals.items())})"
+    )
+
+
+def _components(rewards: dict[str, float]) -> str:
+    shown = ", ".join(f"{k}={v:g}" for k, v in rewards.items() if v)
+    return f" ({shown})" if shown else ""
+
+
+def _model_plays(env_id, seed, kwargs, model, backend, base_url, api_key_env, temperature, max_tokens) -> None:
+    """One episode played by a model; prints the transcript."""
+    from turngym.agent import SamplingParams, collect_groups
+
+    if backend == "openai" or base_url is not None:
+        from turngym.agent import OpenAIGenerator
+
+        generator = OpenAIGenerator(model, base_url=base_url or "https://api.openai.com/v1", api_key_env=api_key_env)
+    elif backend == "hf":
+        from turngym.agent import HFGenerator
+
+        generator = HFGenerator(model)
+    elif backend == "vllm":
+        from turngym.agent import VLLMGenerator
+
+        generator = VLLMGenerator(model)
+    else:
+        console.print(f"[red]unknown backend {backend!r}[/red]: use vllm, hf or openai")
+        raise typer.Exit(2)
+    sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
+    [group] = collect_groups(env_id, [0 if seed is None else seed], 1, generator, sampling=sampling, env_kwargs=kwargs)
+    [trajectory] = group.trajectories
+    console.print(trajectory.first_observation, markup=False, highlight=False)
+    for k, turn in enumerate(trajectory.turns, start=1):
+        console.rule(f"turn {k}")
+        console.print(f"[bold cyan]model:[/bold cyan] {escape(turn.action)}", highlight=False)
+        console.print(f"[bold]env:[/bold] {escape(turn.feedback)}", highlight=False)
+        console.print(f"[dim]reward {turn.reward:+.3g}{_components(turn.rewards)}[/dim]")
+    console.rule()
+    won = trajectory.metrics.get("won", False)
+    console.print(
+        f"Result: {'WON' if won else 'not won'} after {trajectory.num_turns} turns ({trajectory.stop_reason}); "
+        f"total reward {trajectory.reward:+.4g}"
     )
 
 

@@ -97,3 +97,14 @@ def test_custom_env_example_registers_checks_and_plays() -> None:
     assert proc.stdout.count("pass  ") == 8 and proc.stdout.strip().endswith("won")
     check = turngym("check", "examples/custom_env.py:TreasureHunt", "--fuzz", "200")
     assert check.returncode == 0 and "all checks passed" in check.stdout
+
+
+def test_a_model_plays_and_the_transcript_is_printed(tiny_model_dir) -> None:
+    proc = turngym(
+        "play", "turngym/GuessNumber-v0", "--model", str(tiny_model_dir), "--seed", "2",
+        "--temperature", "0", "--max-tokens", "12",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "I am thinking of a whole number" in out and out.count("model:") == 7 and out.count("env:") == 7
+    assert "Result: not won after 7 turns (truncated)" in out

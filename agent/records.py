@@ -1,0 +1,133 @@
+"""Episode records: what a rollout produces and a trainer or evaluator consumes.
+
+A `Trajectory` is one episode as a single token sequence (prompt, then alternating sampled assistant
+tokens and template/feedback tokens) plus per-turn records. A `TrajectoryGroup` holds the episodes
+that started from the same env seed. Both are plain dataclasses that round-trip through JSON, so
+episodes can be saved (`save_episodes`) and replayed (`load_episodes`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+StopReason = Literal["terminated", "truncated", "max_turns", "context"]
+
+
+@dataclass
+class TurnRecord:
+    """One agent turn.
+
+    Attributes:
+        action: the decoded text the model produced (what the env received).
+        feedback: the env's observation after the action.
+        rewards: the env's named reward components for this step.
+        reward: the env's weighted reward for this step.
+        metrics: the env's metrics for this step (`won`, `invalid_action`, ...).
+        start: index in `Trajectory.token_ids` of this turn's first sampled token.
+        end: index one past its last sampled token.
+        finish_reason: `"stop"` or `"length"` (the generator hit its token limit).
+    """
+
+    action: str
+    feedback: str
+    rewards: dict[str, float]
+    reward: float
+    metrics: dict[str, Any]
+    start: int
+    end: int
+    finish_reason: str
+
+
+@dataclass
+class Trajectory:
+    """One episode as tokens plus per-turn records.
+
+    Attributes:
+        token_ids: the whole conversation: prompt, sampled assistant tokens, and the chat-template
+            and feedback tokens in between, exactly as the model saw and produced them.
+        loss_mask: 1 on sampled assistant tokens, 0 on everything else (prompt, template, feedback).
+        sampling_logps: the sampler's logprob of each sampled token; 0.0 where `loss_mask` is 0.
+        turns: per-turn records.
+        prompt_length: number of tokens before the first sampled token.
+        reward: total reward (sum over turns).
+        rewards: per-component totals over turns.
+        terminated: the env ended the episode for good.
+        truncated: the episode was cut: env turn limit, rollout turn limit, or context budget.
+        stop_reason: why it ended: `terminated`, `truncated` (by the env), `max_turns`, `context`.
+    """
+
+    token_ids: list[int]
+    loss_mask: list[int]
+    sampling_logps: list[float]
+    turns: list[TurnRecord]
+    prompt_length: int
+    reward: float
+    rewards: dict[str, float]
+    terminated: bool
+    truncated: bool
+    stop_reason: StopReason
+    first_observation: str = ""
+
+    @property
+    def num_turns(self) -> int:
+        """How many actions the agent took."""
+        return len(self.turns)
+
+    @property
+    def num_sampled_tokens(self) -> int:
+        """How many tokens the model generated in this episode."""
+        return sum(self.loss_mask)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The last turn's metrics (episode-level facts such as `won`), empty if no turn was taken."""
+        return dict(self.turns[-1].metrics) if self.turns else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trajectory:
+        """Rebuild a trajectory from `to_dict` output."""
+        return cls(**{**data, "turns": [TurnRecord(**t) for t in data["turns"]]})
+
+
+@dataclass
+class TrajectoryGroup:
+    """Episodes that started from the same env and seed (the unit of group-relative advantages)."""
+
+    env_id: str
+    seed: int
+    trajectories: list[Trajectory] = field(default_factory=list)
+
+    @property
+    def rewards(self) -> list[float]:
+        """Total reward of each trajectory."""
+        return [t.reward for t in self.trajectories]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"env_id": self.env_id, "seed": self.seed, "trajectories": [t.to_dict() for t in self.trajectories]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrajectoryGroup:
+        """Rebuild a group from `to_dict` output."""
+        return cls(data["env_id"], data["seed"], [Trajectory.from_dict(t) for t in data["trajectories"]])
+
+
+def save_episodes(path: str | Path, groups: Iterable[TrajectoryGroup]) -> None:
+    """Write groups as JSONL, one group per line (appending to an existing file)."""
+    with open(path, "a", encoding="utf-8") as out:
+        for group in groups:
+            out.write(json.dumps(group.to_dict(), ensure_ascii=False) + "\n")
+
+
+def load_episodes(path: str | Path) -> list[TrajectoryGroup]:
+    """Read groups written by `save_episodes`."""
+    with open(path, encoding="utf-8") as lines:
+        return [TrajectoryGroup.from_dict(json.loads(line)) for line in lines if line.strip()]

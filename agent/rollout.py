@@ -1,0 +1,216 @@
+"""Multi-turn rollouts: drive groups of envs with a generator, turn by turn, in lock-step.
+
+Each group is `group_size` envs reset with the same seed. Every turn, all live episodes of all
+groups are sent to the generator in one batched call; their texts go to the envs, whose feedback
+extends each conversation. With a token generator (`VLLMGenerator`, `HFGenerator`) the conversation
+is token ids, extended by chat-template deltas (see `turngym.agent.chat`), so the trainer sees
+exactly the sampled ids. With a chat generator (`OpenAIGenerator`, evaluation only) it is a message
+list and trajectories carry text, rewards and metrics but no tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from turngym.agent.chat import ChatFormat
+from turngym.agent.generator import ChatGenerator, Completion, Generator, SamplingParams
+from turngym.agent.records import StopReason, Trajectory, TrajectoryGroup, TurnRecord
+
+SEED_STRIDE = 1_000_003  # separates the sampling seeds of successive turns
+DEFAULT_CONTEXT_TOKENS = 4096
+
+
+class _Episode:
+    """One live episode: its env, its messages, and (with a token generator) its token ids."""
+
+    def __init__(self, env: Any, seed: int, chat: ChatFormat | None, system_prompt: str | None) -> None:
+        self.env, self.chat = env, chat
+        observation, _ = env.reset(seed=seed)
+        self.first_observation = observation
+        self.messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        self.messages.append({"role": "user", "content": observation})
+        self.token_ids = chat.initial_prompt(observation, system_prompt) if chat else []
+        self.prompt_length = len(self.token_ids)
+        self.loss_mask = [0] * len(self.token_ids)
+        self.sampling_logps = [0.0] * len(self.token_ids)
+        self.turns: list[TurnRecord] = []
+        self.stop_reason: StopReason | None = None
+        self.terminated = self.truncated = False
+
+    def end(self, reason: StopReason) -> None:
+        self.stop_reason = reason
+        self.terminated, self.truncated = reason == "terminated", reason != "terminated"
+
+    def take_turn(self, completion: Completion, budget: int, max_turns: int | None) -> None:
+        """Record the sampled ids, step the env, and extend the conversation with its feedback."""
+        cut_by_budget = self.chat is not None and len(self.token_ids) + len(completion.token_ids) > budget
+        if cut_by_budget:  # a prefix of a sample is still a sample: keep what fits
+            ids = completion.token_ids[: budget - len(self.token_ids)]
+            text = self.chat.tokenizer.decode(ids, skip_special_tokens=True)
+            completion = Completion(ids, completion.logprobs[: len(ids)], "length", text)
+        start = len(self.token_ids)
+        self._extend(completion.token_ids, completion.logprobs, sampled=True)
+        feedback, reward, terminated, truncated, info = self.env.step(completion.text)
+        self.turns.append(
+            TurnRecord(
+                action=completion.text,
+                feedback=feedback,
+                rewards=dict(info["rewards"]),
+                reward=float(reward),
+                metrics=dict(info["metrics"]),
+                start=start,
+                end=len(self.token_ids),
+                finish_reason=completion.finish_reason,
+            )
+        )
+        self.messages += [{"role": "assistant", "content": completion.text}, {"role": "user", "content": feedback}]
+        if terminated or truncated:
+            self.end("terminated" if terminated else "truncated")
+        elif max_turns is not None and len(self.turns) >= max_turns:
+            self.end("max_turns")
+        elif cut_by_budget:
+            self.end("context")
+        elif self.chat is not None:
+            delta = self.chat.feedback_ids(completion.token_ids, feedback)
+            if len(self.token_ids) + len(delta) >= budget:  # no room for the feedback and a reply
+                self.end("context")
+            else:
+                self._extend(delta, [0.0] * len(delta), sampled=False)
+
+    def _extend(self, ids: list[int], logps: list[float], *, sampled: bool) -> None:
+        self.token_ids += ids
+        self.loss_mask += [int(sampled)] * len(ids)
+        self.sampling_logps += logps
+
+    def trajectory(self) -> Trajectory:
+        components: dict[str, float] = {}
+        for turn in self.turns:
+            for name, value in turn.rewards.items():
+                components[name] = components.get(name, 0.0) + value
+        return Trajectory(
+            token_ids=self.token_ids,
+            loss_mask=self.loss_mask,
+            sampling_logps=self.sampling_logps,
+            turns=self.turns,
+            prompt_length=self.prompt_length,
+            reward=sum(t.reward for t in self.turns),
+            rewards=components,
+            terminated=self.terminated,
+            truncated=self.truncated,
+            stop_reason=self.stop_reason or "max_turns",
+            first_observation=self.first_observation,
+        )
+
+
+def collect_groups(
+    env_id: str,
+    seeds: Sequence[int],
+    group_size: int,
+    generator: Generator | ChatGenerator,
+    *,
+    tokenizer: Any = None,
+    max_turns: int | None = None,
+    sampling: SamplingParams | None = None,
+    max_context_tokens: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    system_prompt: str | None = None,
+    progress: bool = True,
+) -> list[TrajectoryGroup]:
+    """Play `group_size` episodes per seed and return one `TrajectoryGroup` per seed.
+
+    Args:
+        env_id: an id for `turngym.make`.
+        seeds: one env seed per group; every episode of a group starts from that seed.
+        group_size: episodes per group (G).
+        generator: a token `Generator` (`VLLMGenerator`, `HFGenerator`, ...) or a `ChatGenerator`
+            (`OpenAIGenerator`; evaluation only: no token ids or logprobs).
+        tokenizer: the model's tokenizer (default: `generator.tokenizer`; token generators only).
+        max_turns: stop each episode after this many agent turns (default: the env's own limit).
+        sampling: per-turn sampling parameters (`n` is ignored: each episode samples one
+            completion per turn). With `seed` set, turn t of live episode i uses seed
+            `seed + t * SEED_STRIDE + i`, so a whole rollout is reproducible.
+        max_context_tokens: the token budget of an episode (default: the generator's
+            `max_model_len`, else 4096); an episode that would exceed it is cut (marked truncated,
+            `stop_reason="context"`).
+        env_kwargs: constructor arguments for the envs.
+        system_prompt: system message (default: the env's `instructions`, if any).
+        progress: show a progress bar.
+
+    Returns:
+        One group per seed, in the order of `seeds`, each with `group_size` trajectories.
+    """
+    from turngym.envs import make
+
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    limit = getattr(generator, "max_model_len", None)
+    if max_context_tokens is None:
+        max_context_tokens = limit or DEFAULT_CONTEXT_TOKENS
+    if limit is not None and max_context_tokens > limit:
+        raise ValueError(f"max_context_tokens={max_context_tokens} exceeds the generator's max_model_len={limit}")
+    if isinstance(generator, Generator):
+        chat = _chat_format(generator, tokenizer)
+    elif isinstance(generator, ChatGenerator):
+        chat = None
+    else:
+        raise TypeError(f"{type(generator).__name__} is neither a Generator (generate) nor a ChatGenerator (chat)")
+    sampling = dataclasses.replace(sampling or SamplingParams(), n=1)
+    groups = [TrajectoryGroup(env_id, int(seed)) for seed in seeds]
+    episodes: list[tuple[TrajectoryGroup, _Episode]] = []
+    for group in groups:
+        for _ in range(group_size):
+            env = make(env_id, **(env_kwargs or {}))
+            episode = _Episode(env, group.seed, chat, system_prompt or getattr(env, "instructions", None))
+            if chat is not None and len(episode.token_ids) >= max_context_tokens:
+                episode.end("context")
+            episodes.append((group, episode))
+    with _progress_bar(progress, len(episodes), env_id) as advance:
+        live = [e for _, e in episodes if e.stop_reason is None]
+        advance(len(episodes) - len(live), 0)
+        turn = 0
+        while live:
+            turn_sampling = sampling
+            if sampling.seed is not None:
+                turn_sampling = dataclasses.replace(sampling, seed=sampling.seed + turn * SEED_STRIDE)
+            if chat is None:
+                completions = generator.chat([e.messages for e in live], turn_sampling)
+            else:
+                completions = generator.generate([e.token_ids for e in live], turn_sampling)
+            for episode, completion in zip(live, completions, strict=True):
+                episode.take_turn(completion, max_context_tokens, max_turns)
+            turn += 1
+            advance(sum(e.stop_reason is not None for e in live), turn)
+            live = [e for e in live if e.stop_reason is None]
+    for group, episode in episodes:
+        group.trajectories.append(episode.trajectory())
+    return groups
+
+
+def _chat_format(generator: Generator, tokenizer: Any) -> ChatFormat:
+    tokenizer = tokenizer or getattr(generator, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("collect_groups needs the model's tokenizer: pass tokenizer= or a generator with .tokenizer")
+    return ChatFormat(tokenizer)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, env_id: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar over finished episodes; yields `advance(finished, turn)`."""
+    if not enabled:
+        yield lambda finished, turn: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("turn {task.fields[turn]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(f"episodes {env_id}", total=total, turn=0)
+        yield lambda finished, turn: bar.update(task, advance=finished, turn=turn)
