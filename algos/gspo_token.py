@@ -1,0 +1,45 @@
+"""GSPO-token: GSPO with per-token advantages (arXiv 2507.18071, section 4.3).
+
+    s_it = sg[s_i] * exp(lp_it - sg[lp_it])     (value s_i, gradient s_i * grad lp_it)
+    L = seq-mean-token-mean of max(-A_it s_it, -A_it clip(s_it, 1-eps_low, 1+eps_high))
+
+When the advantage is constant within a sequence this equals GSPO in value and gradient; it differs
+when advantages vary per token (turn-level credit, token-level shaping).
+
+Differences from GRPO:
+    1. The ratio of every token is the sequence ratio s_i (with the token's own gradient path).
+    2. The narrow clip range of GSPO (3e-4, 4e-4).
+    3. No KL by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor
+from turngym.algos import functional as F
+from turngym.algos.objective import Objective, PolicyBatch, StepTotals, ratio_metrics
+
+
+@dataclass(frozen=True)
+class GSPOToken(Objective):
+    """GSPO-token. Attributes: `eps_low` (3e-4), `eps_high` (4e-4), `adv_eps`, `singleton` as in GRPO."""
+
+    eps_low: float = 3e-4
+    eps_high: float = 4e-4
+    adv_eps: float = 1e-6
+    singleton: Literal["raw", "zero"] = "zero"
+
+    def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        """GRPO's group advantage."""
+        return F.group_advantage(rewards, group_ids, scale="group", eps=self.adv_eps, singleton=self.singleton)
+
+    def loss(self, logps: Tensor, batch: PolicyBatch, totals: StepTotals) -> tuple[Tensor, dict[str, float]]:
+        """PPO-clip on the sequence-token ratio, seq-mean-token-mean."""
+        rho = F.ratio(logps, batch.old_logps, batch.loss_mask, "sequence_token")  # (N, T)
+        per_token = F.ppo_clip_token_loss(rho, batch.advantages, self.eps_low, self.eps_high)  # (N, T)
+        loss = F.aggregate(per_token, batch.loss_mask, "seq-mean-token-mean", global_seqs=totals.num_sequences)
+        kl, metrics = self.kl_penalty(logps, batch, totals, "seq-mean-token-mean")
+        metrics |= ratio_metrics(rho, batch.loss_mask, batch.advantages, self.eps_low, self.eps_high)
+        return loss + kl, {"pg_loss": float(loss.detach()), **metrics}

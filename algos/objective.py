@@ -1,0 +1,248 @@
+"""What every objective shares: the batch it is given, reward aggregation, credit assignment, KL.
+
+An objective is a frozen dataclass of hyperparameters with three methods, called in this order by
+the trainer:
+
+    selection = objective.filter(groups, num_groups)     # which groups/trajectories to train on
+    advantages = objective.advantages(selection.groups)  # per trajectory (N,) or per turn (N, K)
+    loss, metrics = objective.loss(logps, batch, totals) # per micro-batch, with step-global totals
+
+Named objectives (one file each) set their defaults and write `advantage_fn` and `loss` from the
+pure functions in `turngym.algos.functional`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+from turngym.agent.records import TrajectoryGroup
+from turngym.algos import functional as F
+from turngym.algos.rewards import RewardTable, discounted_returns
+
+
+@dataclass
+class PolicyBatch:
+    """One micro-batch of trajectories as right-padded (N, T) tensors.
+
+    Position t of every (N, T) tensor refers to token t of the sequence: `logps[:, t]` is the log
+    probability of token t given the tokens before it.
+
+    Attributes:
+        loss_mask: (N, T) 1 on trained (sampled) tokens.
+        advantages: (N, T) per-token advantages, 0 outside the mask.
+        old_logps: (N, T) behaviour-policy logprobs (the sampler's, or a trainer forward pass before
+            the update); None for objectives without a ratio.
+        group_ids: (N,) group of each row; objectives that need whole groups (GVPO) rely on it.
+        ref_logps: (N, T) reference-model logprobs, needed when `kl_coef > 0`.
+        group_sizes: (N,) how many rows the row's group has in the whole step; lets objectives
+            that need whole groups (GVPO) check that a micro-batch did not split one.
+    """
+
+    loss_mask: Tensor
+    advantages: Tensor
+    group_ids: Tensor
+    old_logps: Tensor | None = None
+    ref_logps: Tensor | None = None
+    group_sizes: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class StepTotals:
+    """Counts over the whole optimiser step (all micro-batches), known before any backward pass.
+
+    Attributes:
+        num_tokens: trained tokens.
+        num_sequences: sequences with at least one trained token.
+        num_groups: groups.
+    """
+
+    num_tokens: float
+    num_sequences: float
+    num_groups: float
+
+    @classmethod
+    def of(cls, loss_mask: Tensor, group_ids: Tensor) -> StepTotals:
+        """Totals of one batch that is the whole step."""
+        lengths = loss_mask.sum(-1)  # (N,)
+        return cls(float(loss_mask.sum()), float((lengths > 0).sum()), float(torch.unique(group_ids).numel()))
+
+
+@dataclass
+class Selection:
+    """The result of `Objective.filter`.
+
+    Attributes:
+        groups: what to train on (whole groups, or groups with some trajectories dropped by GFPO).
+        complete: False asks the trainer to collect more groups and call `filter` again on all
+            of them (DAPO dynamic sampling, GPG's valid-fraction threshold).
+        metrics: diagnostics (kept fractions).
+    """
+
+    groups: list[TrajectoryGroup]
+    complete: bool = True
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Advantages:
+    """The result of `Objective.advantages`, rows in the order of the groups' trajectories.
+
+    Attributes:
+        values: (N,) per trajectory (credit "trajectory") or (N, K) per turn (credit "turn").
+        trainable: (N,) False for rows that inform the baseline but get no gradient (e.g. DAPO's
+            overlong filtering of truncated responses).
+        metrics: diagnostics.
+    """
+
+    values: Tensor
+    trainable: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Fields every objective has.
+
+    Attributes:
+        reward_weights: weights of the env's reward components to optimise; None uses the env's own
+            weighted reward.
+        reward_aggregation: `"sum_then_normalize"` (weighted sum, then the objective's advantage) or
+            `"normalize_then_sum"` (the advantage of each component, then their weighted sum; needs
+            `reward_weights`).
+        credit: `"trajectory"` (one advantage for all of a trajectory's tokens) or `"turn"` (per-turn
+            discounted returns, normalised within the group at each turn index).
+        gamma: discount of per-turn returns for `credit="turn"`.
+        kl_coef: beta of an optional KL penalty to a reference model (0 = off).
+        kl_kind: the per-token KL estimator: `"k1"`, `"k2"` or `"k3"`.
+    """
+
+    reward_weights: Mapping[str, float] | None = None
+    reward_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    credit: Literal["trajectory", "turn"] = "trajectory"
+    gamma: float = 1.0
+    kl_coef: float = 0.0
+    kl_kind: Literal["k1", "k2", "k3"] = "k3"
+
+    uses_ratio: ClassVar[bool] = True  # needs old_logps
+
+    def __post_init__(self) -> None:
+        if self.reward_aggregation == "normalize_then_sum" and not self.reward_weights:
+            raise ValueError(
+                "reward_aggregation='normalize_then_sum' needs reward_weights (the components to normalise)"
+            )
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+
+    @property
+    def needs_ref_logps(self) -> bool:
+        """Whether the trainer must provide reference-model logprobs."""
+        return self.kl_coef > 0
+
+    # --- the three steps -------------------------------------------------------------------
+
+    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None) -> Selection:
+        """Choose what to train on. Default: every group, up to `num_groups`."""
+        return Selection(list(groups)[:num_groups])
+
+    def advantages(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
+        """Advantages of every trajectory of `groups` (no gradient)."""
+        table = RewardTable.from_groups(groups)
+        values = self.credit_advantages(table)
+        return Advantages(
+            values,
+            torch.ones(table.total.numel(), dtype=torch.bool),
+            {"advantage_abs_mean": float(values.abs().mean())},
+        )
+
+    def loss(self, logps: Tensor, batch: PolicyBatch, totals: StepTotals) -> tuple[Tensor, dict[str, float]]:
+        """The micro-batch's share of the step loss (sum the micro-batch losses, do not average)."""
+        raise NotImplementedError
+
+    # --- building blocks for subclasses ----------------------------------------------------
+
+    def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
+        """The objective's advantage estimator on (N,) rewards."""
+        raise NotImplementedError
+
+    def reward_parts(self, table: RewardTable, *, per_turn: bool = False) -> list[tuple[float, Tensor]]:
+        """The rewards to take advantages of, as (weight, (N,) or (N, K) values) parts.
+
+        One part, the weighted sum, for `sum_then_normalize`; one per component for
+        `normalize_then_sum`. DAPO adds its length shaping here.
+        """
+        if self.reward_aggregation == "sum_then_normalize":
+            return [(1.0, table.weighted(self.reward_weights, per_turn=per_turn))]
+        table.weighted(self.reward_weights)  # validates the component names
+        source = table.turn_components if per_turn else table.components
+        return [(weight, source[name]) for name, weight in self.reward_weights.items()]
+
+    @torch.no_grad()
+    def credit_advantages(self, table: RewardTable) -> Tensor:
+        """Apply `advantage_fn` to each reward part with the configured credit, and sum the parts."""
+        parts = self.reward_parts(table, per_turn=self.credit == "turn")
+        return sum(weight * self._credit(values, table) for weight, values in parts)
+
+    def _credit(self, rewards: Tensor, table: RewardTable) -> Tensor:
+        if self.credit == "trajectory":
+            return self.advantage_fn(rewards, table.group_ids)  # (N,)
+        returns = discounted_returns(rewards, table.turn_mask, self.gamma)  # (N, K)
+        turns = table.turn_mask.shape[1]
+        keys = table.group_ids[:, None] * turns + torch.arange(turns)[None, :]  # (N, K) group x turn index
+        real = table.turn_mask.bool()  # (N, K)
+        advantages = torch.zeros_like(returns)  # (N, K)
+        advantages[real] = self.advantage_fn(returns[real], keys[real])
+        return advantages
+
+    def kl_penalty(
+        self,
+        logps: Tensor,
+        batch: PolicyBatch,
+        totals: StepTotals,
+        mode: F.AggregationMode,
+        const_norm: float | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """`kl_coef * aggregate(kl_token)` with the objective's own aggregation; zero when off."""
+        if self.kl_coef == 0:
+            return logps.new_zeros(()), {}
+        if batch.ref_logps is None:
+            raise ValueError(f"{type(self).__name__}(kl_coef={self.kl_coef}) needs ref_logps in the batch")
+        kl = F.kl_token(logps, batch.ref_logps, self.kl_kind)  # (N, T)
+        value = F.aggregate(
+            kl,
+            batch.loss_mask,
+            mode,
+            global_tokens=totals.num_tokens,
+            global_seqs=totals.num_sequences,
+            const_norm=const_norm,
+        )
+        mean_kl = float((kl.detach() * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1))
+        return self.kl_coef * value, {"kl": mean_kl}
+
+
+def sequence_advantages(batch: PolicyBatch) -> Tensor:
+    """(N,) token-mean of each row's advantages (the trajectory advantage under trajectory credit)."""
+    mask = batch.loss_mask.to(batch.advantages.dtype)  # (N, T)
+    return (batch.advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (N,)
+
+
+def ratio_metrics(
+    rho: Tensor, loss_mask: Tensor, advantages: Tensor, eps_low: float, eps_high: float
+) -> dict[str, float]:
+    """Write-only diagnostics of a token- or sequence-level ratio (masked means)."""
+    mask = loss_mask.bool() if rho.ndim == 2 else loss_mask.sum(-1) > 0  # (N, T) or (N,)
+    if not mask.any():
+        return {}
+    rho, advantages = rho.detach()[mask], advantages.detach()[mask]
+    low = (rho < 1 - eps_low) & (advantages < 0)  # where the lower clip binds
+    high = (rho > 1 + eps_high) & (advantages > 0)  # where the upper clip binds
+    return {
+        "ratio_mean": float(rho.mean()),
+        "ratio_min": float(rho.min()),
+        "ratio_max": float(rho.max()),
+        "clip_fraction_low": float(low.double().mean()),
+        "clip_fraction_high": float(high.double().mean()),
+    }
