@@ -113,21 +113,34 @@ def test_clip_higher_of_dapo_against_grpo() -> None:
     log_rho = math.log(1.25)
     batch, logps = two_rows([[log_rho], [0.0]], [[0.0], [0.0]], [[1], [0]], [[1.0], [0.0]])
     totals = StepTotals.of(batch.loss_mask, batch.group_ids)
-    assert DAPO().loss(logps, batch, totals)[0].item() == pytest.approx(-1.25)  # 1.25 < 1 + 0.28: not clipped
-    assert GRPO().loss(logps, batch, totals)[0].item() == pytest.approx(-1.2)  # clipped at 1 + 0.2
+    loss, _ = DAPO().loss(logps, batch, totals)
+    assert loss.item() == pytest.approx(-1.25)  # 1.25 < 1 + 0.28: not clipped
+    loss.backward()
+    torch.testing.assert_close(logps.grad, t2([[-1.25], [0.0]]))  # d(-A e^lp)/dlp = -1.25
+    logps.grad = None
+    loss, _ = GRPO().loss(logps, batch, totals)
+    assert loss.item() == pytest.approx(-1.2)  # clipped at 1 + 0.2 ...
+    loss.backward()
+    assert logps.grad.tolist() == [[0.0], [0.0]]  # ... so no gradient
 
 
 def test_dr_grpo_divides_by_the_constant_budget() -> None:
     batch, logps = two_rows([[0.0, 0.0], [0.0, 0.0]], [[0, 0], [0, 0]], [[1, 1], [1, 0]], [[2, 2], [-1, 0]])
     loss, _ = DrGRPO(generation_budget=10).loss(logps, batch, StepTotals.of(batch.loss_mask, batch.group_ids))
     assert loss.item() == pytest.approx((-2 - 2 + 1) / (2 * 10))  # ratios are 1
+    loss.backward()
+    torch.testing.assert_close(logps.grad, t2([[-2 / 20, -2 / 20], [1 / 20, 0.0]]))  # -A / (N L_max)
 
 
-def test_pg_and_rloo_values_by_hand() -> None:
+def test_pg_rloo_and_gpg_values_and_gradients_by_hand() -> None:
     batch, logps = two_rows([[-1.0, -2.0], [-0.5, 0.0]], [[0, 0], [0, 0]], [[1, 1], [1, 0]], [[1, 1], [-2, 0]])
     totals = StepTotals.of(batch.loss_mask, batch.group_ids)
-    assert PG().loss(logps, batch, totals)[0].item() == pytest.approx((1 + 2 - 1) / 3)  # token-mean of -A lp
-    assert RLOO().loss(logps, batch, totals)[0].item() == pytest.approx((1 + 2 - 1) / 2)  # per sequence, then mean
+    for objective, denominator in [(PG(), 3), (RLOO(), 2), (GPG(), 3)]:  # token-mean / per sequence then mean
+        logps.grad = None
+        loss, _ = objective.loss(logps, batch, totals)
+        assert loss.item() == pytest.approx((1 + 2 - 1) / denominator)  # -A lp summed
+        loss.backward()
+        torch.testing.assert_close(logps.grad, t2([[-1, -1], [2, 0]]) / denominator)
 
 
 def test_advantages_of_each_estimator_from_records() -> None:
