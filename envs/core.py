@@ -214,3 +214,10 @@ def parse_int(text: str | None) -> int | None:
     if not re.fullmatch(r"[+-]?\d{1,18}", text):
         return None
     return int(text)
+
+
+def count_of(n: int, noun: str) -> str:
+    """`1 guess`, `2 guesses`, `3 turns`: a count with its noun in the right number."""
+    if n == 1:
+        return f"{n} {noun}"
+    return f"{n} {noun}es" if noun.endswith(("s", "sh", "ch", "x")) else f"{n} {noun}s"

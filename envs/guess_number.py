@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from turngym.envs.core import TextEnv, Turn, last_bracketed, parse_int
+from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed, parse_int
 from typing_extensions import override
 
 INVALID_WEIGHT = -0.1  # per invalid, out-of-range or repeated guess
@@ -19,9 +19,11 @@ class GuessNumber(TextEnv):
 
     Example:
         >>> env = GuessNumber(low=1, high=10)
-        >>> obs, _ = env.reset(seed=1)
-        >>> env.step("[5]")[0].split(":")[0]
-        '5 is wrong'
+        >>> obs, _ = env.reset(seed=0)
+        >>> env.step("[5]")[0]
+        '5 is wrong: the number is higher than 5. 6 guesses left.'
+        >>> env.step("I am sure it is [9]")[0]
+        'Correct! The number was 9. You won in 2 guesses.'
     """
 
     default_reward_weights = {"won": 1.0, "invalid": INVALID_WEIGHT}
@@ -60,7 +62,7 @@ class GuessNumber(TextEnv):
         self.guessed.add(guess)
         if guess == self.secret:
             return Turn(
-                f"Correct! The number was {guess}. You won in {self.turn} guesses.",
+                f"Correct! The number was {guess}. You won in {count_of(self.turn, 'guess')}.",
                 {"won": 1.0},
                 terminated=True,
                 metrics={"won": True, "guesses": self.turn},
@@ -70,4 +72,4 @@ class GuessNumber(TextEnv):
 
 
 def _left(n: int) -> str:
-    return f"{n} guess{'es' if n != 1 else ''} left."
+    return f"{count_of(n, 'guess')} left."

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from turngym.envs.core import TextEnv, Turn, last_bracketed
+from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed
 from typing_extensions import override
 
 INVALID_WEIGHT = -0.1
@@ -59,7 +59,7 @@ class Mastermind(TextEnv):
         guess, problem = self._parse(last_bracketed(action))
         if guess is None:
             return Turn(
-                f"Invalid guess: {problem} {left} guesses left.",
+                f"Invalid guess: {problem} {count_of(left, 'guess')} left.",
                 {"invalid": 1.0},
                 metrics={"invalid_action": True},
             )
@@ -67,13 +67,13 @@ class Mastermind(TextEnv):
         shown = " ".join(map(str, guess))
         if black == self.code_length:
             return Turn(
-                f"[{shown}] is the code. You won in {self.turn} guesses.",
+                f"[{shown}] is the code. You won in {count_of(self.turn, 'guess')}.",
                 {"won": 1.0},
                 terminated=True,
                 metrics={"won": True, "guesses": self.turn},
             )
         return Turn(
-            f"[{shown}]: {black} black, {white} white. {left} guesses left.",
+            f"[{shown}]: {black} black, {white} white. {count_of(left, 'guess')} left.",
             metrics={"black": black, "white": white},
         )
 

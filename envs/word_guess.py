@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from turngym.envs.core import TextEnv, Turn, last_bracketed
+from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed
 from typing_extensions import override
 
 INVALID_WEIGHT = -0.1
@@ -92,17 +92,19 @@ class WordGuess(TextEnv):
         else:
             problem = None
         if problem is not None:
-            return Turn(f"{problem} {left} guesses left.", {"invalid": 1.0}, metrics={"invalid_action": True})
+            return Turn(
+                f"{problem} {count_of(left, 'guess')} left.", {"invalid": 1.0}, metrics={"invalid_action": True}
+            )
         marks = letter_feedback(self.secret, guess)
         greens = marks.count(CORRECT) / WORD_LENGTH
         if guess == self.secret:
             return Turn(
-                f"{guess.upper()} is the word. You won in {self.turn} guesses.",
+                f"{guess.upper()} is the word. You won in {count_of(self.turn, 'guess')}.",
                 {"won": 1.0, "greens": greens},
                 terminated=True,
                 metrics={"won": True, "guesses": self.turn},
             )
-        feedback = f"{' '.join(guess.upper())}\n{' '.join(marks)}\n{left} guesses left."
+        feedback = f"{' '.join(guess.upper())}\n{' '.join(marks)}\n{count_of(left, 'guess')} left."
         if left == 0:
             feedback += f" The word was {self.secret.upper()}."
         return Turn(feedback, {"greens": greens})
