@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import importlib
 import io
+import math
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -90,7 +91,7 @@ class TextArenaEnv(TextEnv):
                 feedback = "\n\n".join(messages) or "(no message from the game)"
                 return Turn(feedback, {"invalid": float(invalid)}, metrics={"invalid_action": invalid})
             rewards, game_info = self.game.close()
-        outcome = float((rewards or {}).get(0, 0.0))
+        outcome = _as_reward((rewards or {}).get(0, 0.0))
         reason = (game_info or {}).get(0, {}).get("reason") or "the game ended."
         feedback = "\n\n".join([*messages, f"Game over: {reason}"])
         return Turn(
@@ -132,11 +133,13 @@ class TextArenaEnv(TextEnv):
             np.random.set_state(outer_numpy)
 
 
-def single_player_games() -> dict[str, bool]:
-    """TextArena's single-player game ids, each mapped to whether it needs network data (nltk).
+def single_player_games() -> dict[str, str]:
+    """TextArena's single-player game ids, each mapped to a note ("" when it runs offline).
 
     Read from the games' source files (single-player games use `SinglePlayerState`) without
-    importing them; wrapper variants (`-raw`, `-train`) are left out.
+    importing them; wrapper variants (`-raw`, `-train`) are left out. Notes: games that download
+    nltk data, that need an OpenRouter API key (an LLM plays a role), or whose source does not
+    compile on this Python.
     """
     from pathlib import Path
 
@@ -151,8 +154,29 @@ def single_player_games() -> dict[str, bool]:
         path = root / (spec.entry_point.partition(":")[0].replace(".", "/") + ".py")
         source = path.read_text() if path.is_file() else ""
         if "SinglePlayerState" in source:
-            games[game_id] = "nltk" in source
+            games[game_id] = _offline_note(source, path)
     return games
+
+
+def _offline_note(source: str, path: Any) -> str:
+    try:
+        compile(source, str(path), "exec")
+    except SyntaxError:
+        return "does not import on this Python (a SyntaxError in TextArena's source)"
+    if "nltk" in source:
+        return "needs nltk data from the network; fails offline"
+    if "OpenRouter" in source:
+        return "needs an OpenRouter API key (an LLM plays a role)"
+    return ""
+
+
+def _as_reward(value: Any) -> float:
+    """TextArena's reward for player 0; some games put a message there by mistake, which scores 0."""
+    try:
+        reward = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return reward if math.isfinite(reward) else 0.0
 
 
 def _construct(game_id: str, game_kwargs: dict[str, Any]) -> Any:

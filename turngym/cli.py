@@ -71,9 +71,8 @@ def envs_list(
     if textarena:
         from turngym.envs.textarena_env import single_player_games
 
-        for game_id, needs_network in single_player_games().items():
-            note = "needs network data (nltk); fails offline" if needs_network else "single-player TextArena game"
-            table.add_row(TEXTARENA_PREFIX + game_id, note)
+        for game_id, note in single_player_games().items():
+            table.add_row(TEXTARENA_PREFIX + game_id, note or "single-player TextArena game")
     if reasoning_gym:
         import reasoning_gym as rg
 

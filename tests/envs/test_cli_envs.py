@@ -28,7 +28,8 @@ def test_envs_list_shows_ids_and_prefixes() -> None:
     out = turngym("envs", "list", "--textarena").stdout
     assert "turngym/GuessNumber-v0" in out and "turngym/MathVerify-v0" in out
     assert "textarena/TowerOfHanoi-v0" in out and "reasoning_gym/<dataset>" in out
-    assert "textarena/Wordle-v0" in out and "needs network data" in out
+    assert "textarena/Wordle-v0" in out and "needs nltk data from the network" in out
+    assert "textarena/TwentyQuestions-v0" in out and "OpenRouter" in out
 
 
 def test_check_passes_a_built_in_env() -> None:

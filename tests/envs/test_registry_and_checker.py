@@ -14,7 +14,12 @@ import turngym
 
 BUILT_IN = list(registry())
 # representative ids of the two prefixes (the adapters' own tests cover them in depth)
-ADAPTED = ["textarena/GuessTheNumber-v0", "textarena/TowerOfHanoi-v0", "reasoning_gym/basic_arithmetic"]
+ADAPTED = [
+    "textarena/GuessTheNumber-v0",
+    "textarena/TowerOfHanoi-v0",
+    "textarena/ThreeCardMonte-v0",  # its invalid-move path puts a message where the reward goes
+    "reasoning_gym/basic_arithmetic",
+]
 
 
 def test_registry_lists_the_built_in_envs_with_descriptions() -> None:
