@@ -15,25 +15,16 @@ Differences from GRPO:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from torch import Tensor
 from turngym.algos import functional as F
-from turngym.algos.objective import Objective, PolicyBatch, StepTotals, ratio_metrics
+from turngym.algos.gspo import GSPO
+from turngym.algos.objective import PolicyBatch, StepTotals, ratio_metrics
 
 
 @dataclass(frozen=True)
-class GSPOToken(Objective):
-    """GSPO-token. Attributes: `eps_low` (3e-4), `eps_high` (4e-4), `adv_eps`, `singleton` as in GRPO."""
-
-    eps_low: float = 3e-4
-    eps_high: float = 4e-4
-    adv_eps: float = 1e-6
-    singleton: Literal["raw", "zero"] = "zero"
-
-    def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
-        """GRPO's group advantage."""
-        return F.group_advantage(rewards, group_ids, scale="group", eps=self.adv_eps, singleton=self.singleton)
+class GSPOToken(GSPO):
+    """GSPO-token: GSPO's hyperparameters and advantages, with the ratio applied per token."""
 
     def loss(self, logps: Tensor, batch: PolicyBatch, totals: StepTotals) -> tuple[Tensor, dict[str, float]]:
         """PPO-clip on the sequence-token ratio, seq-mean-token-mean."""

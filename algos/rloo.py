@@ -11,30 +11,18 @@ Differences from GRPO:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import Tensor
 from turngym.algos import functional as F
-from turngym.algos.objective import Objective, PolicyBatch, StepTotals
+from turngym.algos.pg import PG
 
 
 @dataclass(frozen=True)
-class RLOO(Objective):
-    """REINFORCE with a leave-one-out baseline. Attributes: `loss_agg` (default seq-mean-token-sum)."""
+class RLOO(PG):
+    """REINFORCE with a leave-one-out baseline: PG's loss, summed per sequence by default."""
 
     loss_agg: F.AggregationMode = "seq-mean-token-sum"
-
-    uses_ratio: ClassVar[bool] = False
 
     def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """`r_i - mean_{j != i} r_j`."""
         return F.rloo_advantage(rewards, group_ids)
-
-    def loss(self, logps: Tensor, batch: PolicyBatch, totals: StepTotals) -> tuple[Tensor, dict[str, float]]:
-        """Aggregated `-A * lp` plus the optional KL term."""
-        per_token = F.reinforce_token_loss(logps, batch.advantages)  # (N, T)
-        loss = F.aggregate(
-            per_token, batch.loss_mask, self.loss_agg, global_tokens=totals.num_tokens, global_seqs=totals.num_sequences
-        )
-        kl, metrics = self.kl_penalty(logps, batch, totals, self.loss_agg)
-        return loss + kl, {"pg_loss": float(loss.detach()), **metrics}
