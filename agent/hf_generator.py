@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
+
 from turngym.agent.generator import Completion, FinishReason, SamplingParams, cut_at_stop
 from turngym.agent.models import resolve_model
 

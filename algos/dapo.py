@@ -22,6 +22,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
 from turngym.agent.records import TrajectoryGroup
 from turngym.algos import functional as F
 from turngym.algos.objective import Advantages, Objective, PolicyBatch, Selection, StepTotals, ratio_metrics

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor
+
 from turngym.algos import functional as F
 from turngym.algos.objective import Objective, PolicyBatch, StepTotals, ratio_metrics
 

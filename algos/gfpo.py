@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 from torch import Tensor
+
 from turngym.agent.records import TrajectoryGroup
 from turngym.algos import functional as F
 from turngym.algos.grpo import GRPO

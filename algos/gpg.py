@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from torch import Tensor
+
 from turngym.agent.records import TrajectoryGroup
 from turngym.algos import functional as F
 from turngym.algos.objective import Advantages, Objective, PolicyBatch, Selection, StepTotals

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from torch import Tensor
+
 from turngym.algos import functional as F
 from turngym.algos.objective import Objective, PolicyBatch, StepTotals, ratio_metrics, sequence_advantages
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor
+
 from turngym.algos import functional as F
 from turngym.algos.gspo import GSPO
 from turngym.algos.objective import PolicyBatch, StepTotals, ratio_metrics

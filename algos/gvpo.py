@@ -23,6 +23,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
 from turngym.algos import functional as F
 from turngym.algos.objective import Objective, PolicyBatch, StepTotals, sequence_advantages
 

@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
+
 from turngym.agent.records import TrajectoryGroup
 from turngym.algos import functional as F
 from turngym.algos.rewards import RewardTable, discounted_returns

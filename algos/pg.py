@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor
+
 from turngym.algos import functional as F
 from turngym.algos.objective import Objective, PolicyBatch, StepTotals
 

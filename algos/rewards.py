@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
 from turngym.agent.records import TrajectoryGroup
 
 

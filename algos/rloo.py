@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor
+
 from turngym.algos import functional as F
 from turngym.algos.pg import PG
 

@@ -14,6 +14,7 @@ import argparse
 import time
 
 import numpy as np
+
 from turngym.envs import TextEnv, Turn, make, registry
 from turngym.envs.checker import _check_transition
 from turngym.envs.fuzz import fuzz_actions

@@ -32,9 +32,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    from turngym.agent import SamplingParams, VLLMGenerator, collect_groups
     from vllm import SamplingParams as RawSamplingParams
     from vllm.inputs import TokensPrompt
+
+    from turngym.agent import SamplingParams, VLLMGenerator, collect_groups
 
     generator = VLLMGenerator(args.model, max_model_len=2048, kv_cache_gib=2.0)
     sampling = SamplingParams(temperature=1.0, max_tokens=args.max_tokens)

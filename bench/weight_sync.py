@@ -28,6 +28,7 @@ def main() -> None:
 
     import torch
     from transformers import AutoModelForCausalLM
+
     from turngym.agent import SamplingParams, VLLMGenerator, resolve_model
 
     path = resolve_model(args.model)

@@ -18,6 +18,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+
 from turngym.envs.fuzz import fuzz_actions
 
 SEEDS = (0, 1, 12345)

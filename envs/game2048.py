@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from turngym.envs.core import TextEnv, Turn, last_bracketed
 from typing_extensions import override
+
+from turngym.envs.core import TextEnv, Turn, last_bracketed
 
 INVALID_WEIGHT = -0.1  # unparseable moves and moves that change nothing
 PROGRESS_WEIGHT = 0.1

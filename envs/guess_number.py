@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed, parse_int
 from typing_extensions import override
+
+from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed, parse_int
 
 INVALID_WEIGHT = -0.1  # per invalid, out-of-range or repeated guess
 

@@ -6,8 +6,9 @@ import re
 from collections import Counter
 from typing import Any
 
-from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed
 from typing_extensions import override
+
+from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed
 
 INVALID_WEIGHT = -0.1
 

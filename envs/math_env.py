@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import override
+
 from turngym.envs.core import TextEnv, Turn, last_boxed, last_bracketed
 from turngym.envs.problems import MAX_DIFFICULTY, Problem, arithmetic_problem, load_jsonl, word_problem
-from typing_extensions import override
 
 FORMAT_WEIGHT = 0.1  # reward for giving an answer in the required format, right or wrong
 MAX_ANSWER_CHARS = 10_000

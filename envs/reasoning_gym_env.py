@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from turngym.envs.math_env import QuestionAnswerEnv
 from typing_extensions import override
+
+from turngym.envs.math_env import QuestionAnswerEnv
 
 DATASET_SIZE = 100_000  # items are generated on demand from (seed, index); this bounds the index
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium
+
 from turngym.envs.core import TextEnv
 
 TEXTARENA_PREFIX = "textarena/"

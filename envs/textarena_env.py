@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from turngym.envs.core import TextEnv, Turn
 from typing_extensions import override
+
+from turngym.envs.core import TextEnv, Turn
 
 INVALID_WEIGHT = 0.0  # TextArena's own outcome already accounts for invalid moves
 INVALID_PREFIX = "You attempted an invalid move"

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed
 from typing_extensions import override
+
+from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed
 
 INVALID_WEIGHT = -0.1
 WORD_LENGTH = 5

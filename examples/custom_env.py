@@ -7,9 +7,8 @@ turngym play examples/custom_env.py:TreasureHunt --seed 3  # play it yourself
 
 import re
 
-from turngym.envs import TextEnv, Turn, last_bracketed
-
 import turngym
+from turngym.envs import TextEnv, Turn, last_bracketed
 
 INVALID_WEIGHT = -0.1
 

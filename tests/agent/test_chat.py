@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
+
 from turngym.agent import ChatFormat, make_tiny_llama
 
 CONVERSATION = [

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
-from turngym.agent import Generator, HFGenerator, SamplingParams
-from turngym.agent.hf_generator import _top_p_filter
 
 from tests.helpers import chat_prompt, hf_token_logps
+from turngym.agent import Generator, HFGenerator, SamplingParams
+from turngym.agent.hf_generator import _top_p_filter
 
 
 @pytest.fixture(scope="module")

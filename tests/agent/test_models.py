@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from turngym.agent import models
-from turngym.agent.models import ModelNotFoundError, is_prepared, prepare_model, resolve_model
 
 from tests.helpers import chat_prompt
+from turngym.agent import models
+from turngym.agent.models import ModelNotFoundError, is_prepared, prepare_model, resolve_model
 
 
 def test_local_directory_is_used_as_is(tiny_model_dir: Path) -> None:

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from turngym.agent import EndpointAuthError, OpenAIGenerator, SamplingParams, collect_groups
 
 KEY = "test-key-that-must-not-leak"

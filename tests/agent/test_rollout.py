@@ -7,6 +7,7 @@ import re
 
 import pytest
 from transformers import AutoTokenizer
+
 from turngym.agent import (
     ChatFormat,
     SamplingParams,

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
-from turngym.agent import Generator, HFGenerator, SamplingParams, VLLMGenerator
 
 from tests.helpers import chat_prompt, hf_token_logps
+from turngym.agent import Generator, HFGenerator, SamplingParams, VLLMGenerator
 
 MAX_TOL, MEAN_TOL = 0.1, 0.02
 QUESTIONS = ["Guess the number between 1 and 100.", "What is 7 + 5?", "Move up, down, left or right."]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from turngym.algos import functional as F
 from turngym.algos.rewards import discounted_returns
 

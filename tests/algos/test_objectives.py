@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
 from turngym.algos import (
     DAPO,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from turngym.envs import UnknownEnvError, make
-from turngym.envs.textarena_env import EnvUnavailableError
 
 from tests.envs.solvers import binary_search, hanoi_moves
+from turngym.envs import UnknownEnvError, make
+from turngym.envs.textarena_env import EnvUnavailableError
 
 
 def test_textarena_guess_the_number_won_by_binary_search() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from turngym.envs import TextEnv, Turn, last_boxed, last_bracketed, parse_int
 from turngym.envs.core import EPISODE_OVER_FEEDBACK, MAX_MOVE_CHARS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from turngym.envs import make
 from turngym.envs.game2048 import apply_move, slide_row_left
 

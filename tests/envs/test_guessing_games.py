@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
+from tests.envs.solvers import binary_search, play_mastermind, play_word_guess
 from turngym.envs import make
 from turngym.envs.mastermind import score_guess
 from turngym.envs.word_guess import common_words, letter_feedback
-
-from tests.envs.solvers import binary_search, play_mastermind, play_word_guess
 
 
 def test_guess_number_scripted_episode() -> None:

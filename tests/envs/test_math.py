@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+
 from turngym.envs import make
 from turngym.envs.math_env import extract_answer
 from turngym.envs.problems import arithmetic_problem, load_jsonl, word_problem

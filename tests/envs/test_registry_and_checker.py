@@ -7,10 +7,10 @@ import sys
 
 import gymnasium
 import pytest
-from turngym.envs import EnvCheckError, TextEnv, Turn, UnknownEnvError, check_env, make, register, registry
-from turngym.envs.checker import check_gymnasium
 
 import turngym
+from turngym.envs import EnvCheckError, TextEnv, Turn, UnknownEnvError, check_env, make, register, registry
+from turngym.envs.checker import check_gymnasium
 
 BUILT_IN = list(registry())
 # representative ids of the two prefixes (the adapters' own tests cover them in depth)
