@@ -90,11 +90,11 @@ class DAPO(Objective):
             return [(1.0, parts[0][1] + penalty)]
         return [*parts, (1.0, penalty)]
 
-    def advantages(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
+    def table_advantages(self, table: RewardTable) -> Advantages:
         """GRPO-style advantages of the shaped reward; truncated rows untrainable if `mask_truncated`."""
-        result = super().advantages(groups)
+        result = super().table_advantages(table)
         if self.mask_truncated:
-            result.trainable = ~RewardTable.from_groups(groups).truncated
+            result.trainable = ~table.truncated
         return result
 
     def loss(self, logps: Tensor, batch: PolicyBatch, totals: StepTotals) -> tuple[Tensor, dict[str, float]]:

@@ -64,10 +64,9 @@ class GPG(Objective):
         """`(r - mean_g r) / F_norm` (alpha is applied over the whole step in `advantages`)."""
         return F.group_advantage(rewards, group_ids, scale=self.scale, eps=GPG_STD_EPS)
 
-    def advantages(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
+    def table_advantages(self, table: RewardTable) -> Advantages:
         """Group advantages times alpha, with alpha counted over all the groups given."""
-        result = super().advantages(groups)
-        table = RewardTable.from_groups(groups)
+        result = super().table_advantages(table)
         alpha = F.gpg_alpha(self.reward_parts(table)[0][1], table.group_ids, mode=self.alpha_mode)
         result.values = result.values * alpha
         result.metrics["alpha"] = alpha

@@ -151,13 +151,13 @@ class Objective:
 
     def advantages(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         """Advantages of every trajectory of `groups` (no gradient)."""
-        table = RewardTable.from_groups(groups)
-        values = self.credit_advantages(table)
-        return Advantages(
-            values,
-            torch.ones(table.total.numel(), dtype=torch.bool),
-            {"advantage_abs_mean": float(values.abs().mean())},
-        )
+        result = self.table_advantages(RewardTable.from_groups(groups))
+        result.metrics["advantage_abs_mean"] = float(result.values.abs().mean())
+        return result
+
+    def table_advantages(self, table: RewardTable) -> Advantages:
+        """Advantages from the tabulated rewards; objectives that adjust them (DAPO, GPG) extend this."""
+        return Advantages(self.credit_advantages(table), torch.ones(table.total.numel(), dtype=torch.bool))
 
     def loss(self, logps: Tensor, batch: PolicyBatch, totals: StepTotals) -> tuple[Tensor, dict[str, float]]:
         """The micro-batch's share of the step loss (sum the micro-batch losses, do not average)."""
