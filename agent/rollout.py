@@ -37,12 +37,10 @@ class _Episode:
         self.loss_mask = [0] * len(self.token_ids)
         self.sampling_logps = [0.0] * len(self.token_ids)
         self.turns: list[TurnRecord] = []
-        self.stop_reason: StopReason | None = None
-        self.terminated = self.truncated = False
+        self.stop_reason: StopReason | None = None  # None while the episode runs
 
     def end(self, reason: StopReason) -> None:
         self.stop_reason = reason
-        self.terminated, self.truncated = reason == "terminated", reason != "terminated"
 
     def take_turn(self, completion: Completion, budget: int, max_turns: int | None) -> None:
         """Record the sampled ids, step the env, and extend the conversation with its feedback."""
@@ -86,6 +84,7 @@ class _Episode:
         self.sampling_logps += logps
 
     def trajectory(self) -> Trajectory:
+        assert self.stop_reason is not None, "collect_groups runs every episode to an end"
         components: dict[str, float] = {}
         for turn in self.turns:
             for name, value in turn.rewards.items():
@@ -98,9 +97,9 @@ class _Episode:
             prompt_length=self.prompt_length,
             reward=sum(t.reward for t in self.turns),
             rewards=components,
-            terminated=self.terminated,
-            truncated=self.truncated,
-            stop_reason=self.stop_reason or "max_turns",
+            terminated=self.stop_reason == "terminated",
+            truncated=self.stop_reason != "terminated",
+            stop_reason=self.stop_reason,
             first_observation=self.first_observation,
         )
 

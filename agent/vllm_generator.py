@@ -83,7 +83,7 @@ class VLLMGenerator:
         self.dtype = model_config.dtype
         self.tied_embeddings = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
         # Layers without loadable weights (rotary caches) are reported on every reload; expected.
-        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_RotaryReloadFilter())
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_ROTARY_RELOAD_FILTER)
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Completion]:
         """Sample `sampling.n` completions per prompt in one batched engine call (see `Generator`)."""
@@ -173,3 +173,6 @@ def _with_tied_head(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterat
 class _RotaryReloadFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("RotaryEmbedding: Failed to load weights")
+
+
+_ROTARY_RELOAD_FILTER = _RotaryReloadFilter()  # one instance: addFilter ignores repeats
