@@ -138,7 +138,7 @@ class MathVerify(QuestionAnswerEnv):
     ) -> None:
         super().__init__(**kwargs)
         self.source, self.difficulty = source, difficulty
-        self._problems: list[Problem] | None = None
+        self._problems: tuple[Problem, ...] | None = None
         self._dataset = None
         if source == "jsonl":
             if path is None:

@@ -6,6 +6,7 @@ Answers are computed exactly (integers or reduced fractions), never by floating 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from fractions import Fraction
@@ -124,12 +125,22 @@ def word_problem(rng: np.random.Generator, difficulty: int = 1) -> Problem:
     return Problem(" ".join(sentences), str(count))
 
 
-def load_jsonl(path: str | Path) -> list[Problem]:
+def load_jsonl(path: str | Path) -> tuple[Problem, ...]:
     """Read problems from a JSONL file with one `{"question": ..., "answer": ...}` object per line.
+
+    Cached per version of the file (path, size, modification time): the many envs of a rollout
+    share one read, and an edited file is read again.
 
     Raises:
         ValueError: a line is not JSON or lacks a field; the message gives the line number.
     """
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _read_jsonl(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_jsonl(path: str, size: int, mtime_ns: int) -> tuple[Problem, ...]:
     problems = []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if not line.strip():
@@ -141,7 +152,7 @@ def load_jsonl(path: str | Path) -> list[Problem]:
             raise ValueError(f"{path}:{number}: expected a JSON object with 'question' and 'answer' ({err})") from err
     if not problems:
         raise ValueError(f"{path} holds no problems")
-    return problems
+    return tuple(problems)
 
 
 def _check_difficulty(difficulty: int) -> None:

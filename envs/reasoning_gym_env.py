@@ -12,8 +12,14 @@ from turngym.envs.math_env import QuestionAnswerEnv
 DATASET_SIZE = 100_000  # items are generated on demand from (seed, index); this bounds the index
 
 
+_DATASETS: dict[tuple[str, int, str], Any] = {}
+
+
 def create_dataset(name: str, size: int = DATASET_SIZE, **config: Any) -> Any:
     """Create a reasoning-gym dataset with a fixed seed; a clear error for unknown names.
+
+    Datasets are cached by (name, size, config): items are generated on demand and scoring does
+    not change a dataset, so the many envs of a rollout share one (some take 0.3 s to build).
 
     Raises:
         UnknownEnvError: no such dataset; the message lists close matches.
@@ -29,7 +35,10 @@ def create_dataset(name: str, size: int = DATASET_SIZE, **config: Any) -> Any:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join('reasoning_gym/' + c for c in close)}?" if close else ""
         raise UnknownEnvError(f"unknown reasoning-gym dataset {name!r}.{hint} Known: {', '.join(names)}")
-    return reasoning_gym.create_dataset(name, seed=0, size=size, **config)
+    key = (name, size, repr(sorted(config.items())))
+    if key not in _DATASETS:
+        _DATASETS[key] = reasoning_gym.create_dataset(name, seed=0, size=size, **config)
+    return _DATASETS[key]
 
 
 class ReasoningGymEnv(QuestionAnswerEnv):

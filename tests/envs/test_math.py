@@ -193,7 +193,8 @@ def test_jsonl_source(tmp_path) -> None:
     obs, _ = env.reset(seed=1)
     i = int(re.search(r"What is (\d+) squared", obs).group(1))
     assert env.step(f"\\boxed{{{i * i}}}")[0] == "Correct!"
-    path.write_text('{"question": "q"}\n')
+    assert make("turngym/MathVerify-v0", source="jsonl", path=str(path))._problems is env._problems  # one read
+    path.write_text('{"question": "q"}\n')  # an edited file is read again
     with pytest.raises(ValueError, match=r"problems.jsonl:1: expected a JSON object with 'question' and 'answer'"):
         load_jsonl(path)
 
