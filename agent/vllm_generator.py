@@ -111,6 +111,7 @@ class VLLMGenerator:
                 )
         if not requests:
             return []
+        self._ensure_distributed_state()
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [self._to_completion(out.outputs[0], sampling.stop) for out in outputs]
 
@@ -125,12 +126,26 @@ class VLLMGenerator:
         `model.embed_tokens.weight`; vLLM's reload would then keep the old LM head, so the head is
         sent under its own name too.
         """
+        self._ensure_distributed_state()
         weights = _detached(named_tensors, self.dtype)  # cast here: the engine keeps only its dtype
         if self.tied_embeddings:
             weights = _with_tied_head(weights)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         # Cached KV blocks were computed with the old weights.
         self.llm.reset_prefix_cache()
+
+    def _ensure_distributed_state(self) -> None:
+        """Restore vLLM's process-wide parallel state if another in-process engine tore it down.
+
+        In-process engines share it, and an engine's shutdown (e.g. when another VLLMGenerator is
+        garbage-collected) destroys it, after which this engine fails with "pipeline model parallel
+        group is not initialized". Rebuilding it from the worker's own settings is cheap and lets
+        several generators live and die in one process.
+        """
+        from vllm.distributed import parallel_state
+
+        if not parallel_state.model_parallel_is_initialized():
+            self.llm.collective_rpc(_init_worker_distributed_state)
 
     def _to_completion(self, output: Any, stop: tuple[str, ...]) -> Completion:
         if output.finish_reason not in ("stop", "length"):
@@ -150,6 +165,22 @@ class VLLMGenerator:
                 f"prompt {index} has {len(prompt)} tokens but max_model_len is {self.max_model_len}; "
                 "shorten the conversation or raise max_model_len"
             )
+
+
+def _init_worker_distributed_state(worker: Any) -> None:
+    """Run inside the engine's worker: what the worker did at start-up to set up parallel state."""
+    from vllm.config import set_current_vllm_config
+    from vllm.platforms import current_platform
+    from vllm.v1.worker.gpu_worker import init_worker_distributed_environment
+
+    with set_current_vllm_config(worker.vllm_config):
+        init_worker_distributed_environment(
+            worker.vllm_config,
+            worker.rank,
+            worker.distributed_init_method,
+            worker.local_rank,
+            current_platform.dist_backend,
+        )
 
 
 def _detached(

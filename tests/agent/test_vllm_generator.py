@@ -141,6 +141,21 @@ def test_load_weights_accepts_parameters_that_require_grad(vllm_tiny, prompts, h
     assert max_diff <= MAX_TOL
 
 
+def test_deleting_another_engine_does_not_break_this_one(vllm_tiny, prompts, tiny_model_dir) -> None:
+    """An engine's shutdown tears down vLLM's process-wide parallel state; the survivor restores it."""
+    import gc
+
+    sampling = SamplingParams(temperature=1.0, max_tokens=8, seed=9)
+    before = vllm_tiny.generate(prompts, sampling)
+    other = VLLMGenerator(str(tiny_model_dir), max_model_len=256, kv_cache_gib=0.0625)
+    assert other.generate(prompts, sampling)
+    del other
+    gc.collect()
+    assert [c.token_ids for c in vllm_tiny.generate(prompts, sampling)] == [c.token_ids for c in before]
+    vllm_tiny.load_weights(AutoModelForCausalLM.from_pretrained(tiny_model_dir).named_parameters())
+    assert [c.token_ids for c in vllm_tiny.generate(prompts, sampling)] == [c.token_ids for c in before]
+
+
 def test_stop_strings_end_the_completion_and_stay_in_it(vllm_tiny) -> None:
     prompt = chat_prompt(vllm_tiny.tokenizer, "Say hello world to me")
     sampling = SamplingParams(n=8, temperature=1.0, max_tokens=64, stop=(" ",), seed=0)
