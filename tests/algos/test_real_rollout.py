@@ -27,8 +27,12 @@ class Vowels(TextEnv):
         return Turn(f"{share:.2f} of that was vowels. Again.", {"vowels": share})
 
 
-if "tests/Vowels-v0" not in registry():
-    register("tests/Vowels-v0", Vowels, "reward = share of vowels in the reply")
+@pytest.fixture(scope="module")
+def vowels_env() -> str:
+    """Registered when the test runs, not at import, so other modules' lists of ids do not see it."""
+    if "tests/Vowels-v0" not in registry():
+        register("tests/Vowels-v0", Vowels, "reward = share of vowels in the reply")
+    return "tests/Vowels-v0"
 
 
 def to_batch(groups, advantages, model):
@@ -58,9 +62,9 @@ def to_batch(groups, advantages, model):
     [GRPO(), DAPO(dynamic_sampling=False), GVPO(), GRPO(credit="turn")],
     ids=["grpo", "dapo", "gvpo", "grpo-turn"],
 )
-def test_objective_on_real_episodes(objective, vllm_tiny, tiny_model_dir) -> None:
+def test_objective_on_real_episodes(objective, vowels_env, vllm_tiny, tiny_model_dir) -> None:
     sampling = SamplingParams(temperature=1.0, max_tokens=16, seed=0)
-    groups = collect_groups("tests/Vowels-v0", [0, 1], 3, vllm_tiny, sampling=sampling, progress=False)
+    groups = collect_groups(vowels_env, [0, 1], 3, vllm_tiny, sampling=sampling, progress=False)
     selection = objective.filter(groups)
     advantages = objective.advantages(selection.groups)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
