@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
 
 from turngym.agent.generator import Completion, FinishReason, SamplingParams, cut_at_stop
+from turngym.agent.hardware import resolve_dtype
 from turngym.agent.models import resolve_model
 
 
@@ -22,7 +23,8 @@ class HFGenerator:
     Args:
         model: a model directory, alias (see `resolve_model`), or an already loaded causal LM.
         tokenizer: required when `model` is a loaded module; loaded from the directory otherwise.
-        dtype: torch dtype name for loading (default bf16, as `VLLMGenerator`).
+        dtype: torch dtype name for loading; `"auto"` (the default, as `VLLMGenerator`) is bf16 where
+            the hardware computes it natively, else float32.
         device: where to run; default CUDA when available, else CPU.
         batch_size: rows (prompt x completion) per `generate` call; bounds memory.
 
@@ -36,7 +38,7 @@ class HFGenerator:
         model: str | torch.nn.Module,
         *,
         tokenizer: Any = None,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         device: str | None = None,
         batch_size: int = 16,
     ) -> None:
@@ -47,6 +49,7 @@ class HFGenerator:
             self.model = model
         else:
             path = resolve_model(model)
+            dtype = resolve_dtype(dtype, self.device.type)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         self.model.to(self.device).eval()

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-StopReason = Literal["terminated", "truncated", "max_turns", "context"]
+StopReason = Literal["terminated", "truncated", "max_turns", "context", "error"]
 
 
 @dataclass
@@ -57,7 +57,10 @@ class Trajectory:
         rewards: per-component totals over turns.
         terminated: the env ended the episode for good.
         truncated: the episode was cut: env turn limit, rollout turn limit, or context budget.
-        stop_reason: why it ended: `terminated`, `truncated` (by the env), `max_turns`, `context`.
+        stop_reason: why it ended: `terminated`, `truncated` (by the env), `max_turns`, `context`,
+            or `error` (the env raised or returned a non-finite reward; see `error`).
+        first_observation: the env's first observation.
+        error: the traceback of the env's failure (`stop_reason="error"`), else None.
     """
 
     token_ids: list[int]
@@ -71,6 +74,7 @@ class Trajectory:
     truncated: bool
     stop_reason: StopReason
     first_observation: str = ""
+    error: str | None = None
 
     @property
     def num_turns(self) -> int:

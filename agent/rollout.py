@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from turngym.agent.chat import ChatFormat
 from turngym.agent.generator import ChatGenerator, Completion, Generator, SamplingParams
@@ -26,9 +28,21 @@ DEFAULT_CONTEXT_TOKENS = 4096
 class _Episode:
     """One live episode: its env, its messages, and (with a token generator) its token ids."""
 
-    def __init__(self, env: Any, seed: int, chat: ChatFormat | None, system_prompt: str | None) -> None:
+    def __init__(self, env: Any, chat: ChatFormat | None) -> None:
         self.env, self.chat = env, chat
-        observation, _ = env.reset(seed=seed)
+        self.turns: list[TurnRecord] = []
+        self.stop_reason: StopReason | None = None  # None while the episode runs
+        self.first_observation, self.error = "", None
+        self.token_ids: list[int] = []
+        self.messages: list[dict[str, str]] = []
+        self.prompt_length = 0
+        self.loss_mask: list[int] = []
+        self.sampling_logps: list[float] = []
+
+    def start(self, seed: int, system_prompt: str | None) -> None:
+        """Reset the env and build the first prompt."""
+        observation, _ = self.env.reset(seed=seed)
+        chat = self.chat
         self.first_observation = observation
         self.messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         self.messages.append({"role": "user", "content": observation})
@@ -36,11 +50,19 @@ class _Episode:
         self.prompt_length = len(self.token_ids)
         self.loss_mask = [0] * len(self.token_ids)
         self.sampling_logps = [0.0] * len(self.token_ids)
-        self.turns: list[TurnRecord] = []
-        self.stop_reason: StopReason | None = None  # None while the episode runs
 
     def end(self, reason: StopReason) -> None:
         self.stop_reason = reason
+
+    def guarded(self, errors: str, action: Callable[..., None], *args: Any) -> None:
+        """Run `action`; with `errors="record"`, an exception ends this episode alone, with its traceback."""
+        try:
+            action(*args)
+        except Exception:
+            if errors == "raise":
+                raise
+            self.error = traceback.format_exc()
+            self.end("error")
 
     def take_turn(self, completion: Completion, budget: int, max_turns: int | None) -> None:
         """Record the sampled ids, step the env, and extend the conversation with its feedback."""
@@ -52,6 +74,8 @@ class _Episode:
         start = len(self.token_ids)
         self._extend(completion.token_ids, completion.logprobs, sampled=True)
         feedback, reward, terminated, truncated, info = self.env.step(completion.text)
+        if not math.isfinite(reward):
+            raise ValueError(f"the env returned a non-finite reward {reward!r}")
         self.turns.append(
             TurnRecord(
                 action=completion.text,
@@ -101,6 +125,7 @@ class _Episode:
             truncated=self.stop_reason != "terminated",
             stop_reason=self.stop_reason,
             first_observation=self.first_observation,
+            error=self.error,
         )
 
 
@@ -117,6 +142,7 @@ def collect_groups(
     env_kwargs: dict[str, Any] | None = None,
     system_prompt: str | None = None,
     progress: bool = True,
+    errors: Literal["raise", "record"] = "raise",
 ) -> list[TrajectoryGroup]:
     """Play `group_size` episodes per seed and return one `TrajectoryGroup` per seed.
 
@@ -137,6 +163,9 @@ def collect_groups(
         env_kwargs: constructor arguments for the envs.
         system_prompt: system message (default: the env's `instructions`, if any).
         progress: show a progress bar.
+        errors: what an exception from an env's `reset` or `step` (or a non-finite reward) does:
+            `"raise"` it, or `"record"` it: that episode alone ends with `stop_reason="error"` and
+            its traceback in `Trajectory.error`, and the others go on (training drops its group).
 
     Returns:
         One group per seed, in the order of `seeds`, each with `group_size` trajectories.
@@ -162,8 +191,9 @@ def collect_groups(
     for group in groups:
         for _ in range(group_size):
             env = make(env_id, **(env_kwargs or {}))
-            episode = _Episode(env, group.seed, chat, system_prompt or getattr(env, "instructions", None))
-            if chat is not None and len(episode.token_ids) >= max_context_tokens:
+            episode = _Episode(env, chat)
+            episode.guarded(errors, episode.start, group.seed, system_prompt or getattr(env, "instructions", None))
+            if episode.stop_reason is None and chat is not None and len(episode.token_ids) >= max_context_tokens:
                 episode.end("context")
             episodes.append((group, episode))
     with _progress_bar(progress, len(episodes), env_id) as advance:
@@ -179,7 +209,7 @@ def collect_groups(
             else:
                 completions = generator.generate([e.token_ids for e in live], turn_sampling)
             for episode, completion in zip(live, completions, strict=True):
-                episode.take_turn(completion, max_context_tokens, max_turns)
+                episode.guarded(errors, episode.take_turn, completion, max_context_tokens, max_turns)
             turn += 1
             advance(sum(e.stop_reason is not None for e in live), turn)
             live = [e for e in live if e.stop_reason is None]

@@ -27,7 +27,8 @@ class VLLMGenerator:
 
     Args:
         model: a local Hugging Face model directory or an alias accepted by `resolve_model`.
-        dtype: weights and activations dtype inside vLLM (default bf16).
+        dtype: weights and activations dtype inside vLLM: `"auto"` (bf16 where the hardware computes
+            it natively: CUDA, CPUs with AVX-512 BF16 or AMX; else float32), `"bfloat16"`, `"float32"`.
         max_model_len: context length (prompt + completion) the engine supports (default: the
             model's own maximum).
         kv_cache_gib: memory reserved for the KV cache. vLLM's own default on CPU takes almost all
@@ -45,13 +46,14 @@ class VLLMGenerator:
         self,
         model: str,
         *,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_model_len: int | None = None,
         kv_cache_gib: float = 2.0,
         seed: int = 0,
         enforce_eager: bool | None = None,
         **engine_kwargs: Any,
     ) -> None:
+        from turngym.agent.hardware import resolve_dtype
         from turngym.agent.models import resolve_model
 
         # The engine must live in this process so `load_weights` can hand it tensors directly.
@@ -64,7 +66,7 @@ class VLLMGenerator:
         self.model_path = resolve_model(model)
         self.llm = vllm.LLM(
             model=self.model_path,
-            dtype=dtype,
+            dtype=resolve_dtype(dtype, "cuda" if on_cuda else "cpu"),
             max_model_len=max_model_len,
             kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
             seed=seed,
@@ -75,7 +77,7 @@ class VLLMGenerator:
             # With chunked prefill, a seeded request whose prefill is split crashes the CPU
             # sampler ("CPU Generator does not use offset"); whole-prompt prefill avoids it.
             enable_chunked_prefill=on_cuda,
-            **engine_kwargs,
+            **{"use_tqdm_on_load": False, **_cpu_block_size(on_cuda), **engine_kwargs},
         )
         self.tokenizer = self.llm.get_tokenizer()
         model_config = self.llm.llm_engine.model_config
@@ -165,6 +167,18 @@ class VLLMGenerator:
                 f"prompt {index} has {len(prompt)} tokens but max_model_len is {self.max_model_len}; "
                 "shorten the conversation or raise max_model_len"
             )
+
+
+def _cpu_block_size(on_cuda: bool) -> dict[str, int]:
+    """KV blocks of 32 tokens on CPU (vLLM's CPU default is 128; its attention needs a multiple of 32).
+
+    Prefix caching reuses only whole blocks. A multi-turn episode's next prompt is its previous
+    prompt plus the reply and the feedback, so smaller blocks let each turn re-use nearly all of the
+    conversation instead of prefilling up to 127 tokens again, and a group's episodes share their
+    first prompt. Measured on SmolLM2-135M, 8 groups x 8 GuessNumber episodes of 3 turns, 2-core
+    CPU: 33 s per rollout with blocks of 32 against 50 s with 128.
+    """
+    return {} if on_cuda else {"block_size": 32}
 
 
 def _init_worker_distributed_state(worker: Any) -> None:

@@ -72,6 +72,16 @@ class GFPO(Objective):
         """As the base objective."""
         return self.base.needs_ref_logps
 
+    @property
+    def accepts_is_weights(self) -> bool:  # type: ignore[override]
+        """As the base objective."""
+        return self.base.accepts_is_weights
+
+    @property
+    def needs_whole_groups(self) -> bool:  # type: ignore[override]
+        """As the base objective."""
+        return self.base.needs_whole_groups
+
     def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None) -> Selection:
         """Retain k responses per group by the metric, then apply the base objective's filter."""
         if not groups:

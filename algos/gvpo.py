@@ -19,7 +19,7 @@ Differences from GRPO:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -40,6 +40,11 @@ class GVPO(Objective):
 
     beta: float = 0.1
     group_norm: Literal["reference", "mean_over_groups"] = "mean_over_groups"
+
+    # A regression of implicit rewards on centred rewards: scaling an advantage moves the target,
+    # it does not weight the sample, so importance weights cannot be folded into the advantages.
+    accepts_is_weights: ClassVar[bool] = False
+    needs_whole_groups: ClassVar[bool] = True
 
     def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """`r - mean_g r`."""

@@ -129,6 +129,12 @@ class Objective:
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
 
     uses_ratio: ClassVar[bool] = True  # needs old_logps
+    # The trainer may fold per-token importance weights w >= 0 (sampler/trainer mismatch correction)
+    # into the advantages: exact for losses that are positively homogeneous in A per token,
+    # l(w A) = w l(A), i.e. every policy-gradient and PPO-clip loss here.
+    accepts_is_weights: ClassVar[bool] = True
+    # Every micro-batch must hold whole groups (the loss takes group statistics).
+    needs_whole_groups: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.reward_aggregation == "normalize_then_sum" and not self.reward_weights:

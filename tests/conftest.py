@@ -22,10 +22,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def vllm_tiny(tiny_model_dir: Path):
-    """The session's shared real vLLM engine (bf16, the default dtype) on the tiny model."""
+    """The session's shared real vLLM engine in bf16 (whatever the hardware's default) on the tiny model."""
     from turngym.agent import VLLMGenerator
 
-    return VLLMGenerator(str(tiny_model_dir), max_model_len=1024, kv_cache_gib=0.25)
+    return VLLMGenerator(str(tiny_model_dir), dtype="bfloat16", max_model_len=1024, kv_cache_gib=0.25)
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +34,9 @@ def smollm2_dir() -> Path:
     from turngym.agent import resolve_model
 
     return Path(resolve_model("smollm2-135m", progress=False))
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    """The repository's examples/ folder."""
+    return Path(__file__).resolve().parents[1] / "examples"

@@ -1,1 +1,44 @@
-"""turngym.trainer: recipes, the update loop, checkpoints, metrics and evaluation."""
+"""turngym.trainer: recipes, the training loop, checkpoints, metrics, plots and held-out evaluation.
+
+    from turngym.trainer import load_recipe, train
+    result = train(load_recipe("examples/recipes/guess_number.yaml", ["run.steps=5"]))
+
+Importing this package imports neither vLLM nor transformers; `train` (loaded on first use) does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from turngym.trainer.config import RecipeError, TrainConfig, load_recipe, recipe_reference
+from turngym.trainer.seeds import EVAL_SEED_BASE, SeedCursor, eval_seeds
+
+if TYPE_CHECKING:
+    from turngym.trainer.evaluate import wilson_interval
+    from turngym.trainer.loop import TrainResult, train
+
+_LAZY = {
+    "train": "turngym.trainer.loop",
+    "TrainResult": "turngym.trainer.loop",
+    "wilson_interval": "turngym.trainer.evaluate",
+}
+
+__all__ = [
+    "EVAL_SEED_BASE",
+    "RecipeError",
+    "SeedCursor",
+    "TrainConfig",
+    "TrainResult",
+    "eval_seeds",
+    "load_recipe",
+    "recipe_reference",
+    "train",
+    "wilson_interval",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'turngym.trainer' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

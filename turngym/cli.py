@@ -154,6 +154,70 @@ def play(
     )
 
 
+def _train_epilog() -> str:
+    import shutil
+
+    from turngym.trainer.config import recipe_reference
+
+    return (
+        "Overrides: KEY=VALUE after the recipe, dotted into sections and lists: rollout.group_size=4, "
+        "objective.eps_high=0.28, envs.0.kwargs.high=8, run.steps=20.\n\n"
+        "Several processes: accelerate launch --multi_gpu --num_processes 2 -m turngym train RECIPE ... "
+        "(on a machine without GPUs they run on CPU with gloo), "
+        "or torchrun --nproc_per_node 2 -m turngym train RECIPE.\n\n"
+        "Recipe reference (section.key (type, default) and what it does):\n\n"
+        + recipe_reference(width=max(60, min(shutil.get_terminal_size().columns, 120) - 4))
+    )
+
+
+@app.command(
+    "train",
+    epilog="Run `turngym train --help` for the recipe reference.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def train(
+    recipe: str = typer.Argument(..., help="A recipe YAML file (examples/recipes/*.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="KEY=VALUE overrides, e.g. rollout.group_size=4 run.steps=20."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run directory's newest complete checkpoint (same as run.resume=auto)."
+    ),
+) -> None:
+    """Train a policy from a recipe (an "episode script"): rollouts, objective, AdamW, checkpoints, metrics.
+
+    Writes runs/<recipe name>/ (recipe.yaml, metrics.jsonl, eval.jsonl, train.log, checkpoints/).
+    Exit status: 0 done, 2 bad recipe (nothing written), 130 interrupted (a checkpoint was saved).
+    """
+    from turngym.trainer.config import RecipeError, load_recipe
+
+    try:
+        config = load_recipe(recipe, [*(overrides or []), *(["run.resume=auto"] if resume else [])])
+        from turngym.trainer.loop import train as run_training
+
+        result = run_training(config)
+    except RecipeError as err:
+        console.print(f"[red]recipe error:[/red] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command("plot")
+def plot(
+    run_dirs: list[str] = typer.Argument(..., help="One or more run directories (overlaid, with a legend)."),
+    out: str | None = typer.Option(None, "--out", help="Where to write the PNGs (default: <first run>/plots)."),
+) -> None:
+    """Write PNG learning curves of runs: reward, success, length, KL/clip, time split."""
+    from turngym.trainer.plot import plot_runs
+
+    try:
+        paths = plot_runs(run_dirs, out)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    for path in paths:
+        typer.echo(str(path))
+
+
 def _components(rewards: dict[str, float]) -> str:
     shown = ", ".join(f"{k}={v:g}" for k, v in rewards.items() if v)
     return f" ({shown})" if shown else ""
@@ -264,5 +328,11 @@ def _import_class(target: str):
 
 
 def main() -> None:
-    """Entry point for `python -m turngym`."""
+    """Entry point of the `turngym` command and `python -m turngym`."""
+    import sys
+
+    if sys.argv[1:2] == ["train"] and {"-h", "--help"} & set(sys.argv[2:]):
+        for info in app.registered_commands:  # the recipe reference imports torch: only for this help
+            if info.name == "train":
+                info.epilog = escape(_train_epilog())
     app()

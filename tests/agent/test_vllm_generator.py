@@ -197,7 +197,7 @@ def test_hf_and_vllm_give_the_same_greedy_tokens(vllm_tiny_fp32, tiny_model_dir,
 
 
 def test_hf_and_vllm_agree_on_the_default_model(smollm2_dir: Path) -> None:
-    """SmolLM2-135M in bf16 on both engines: the same greedy answers to short factual prompts."""
+    """SmolLM2-135M in the default ("auto") dtype on both engines: the same greedy answers to short prompts."""
     vllm_gen = VLLMGenerator(str(smollm2_dir), max_model_len=512, kv_cache_gib=0.25)
     hf = HFGenerator(str(smollm2_dir))
     prompts = [chat_prompt(hf.tokenizer, q) for q in ["What is 7+5?", "What is the capital of France?"]]

@@ -1,0 +1,93 @@
+"""Training through the real path: vLLM rollouts on the tiny model, transformers updates, weight sync."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from tests.helpers import chat_prompt, hf_token_logps
+from tests.trainer.envs import Flaky, tiny_recipe
+from turngym.agent import SamplingParams
+from turngym.trainer import load_recipe, train
+from turngym.trainer.checkpoint import latest_checkpoint
+from turngym.trainer.metrics import read_metrics
+
+OBJECTIVES = {
+    "pg": {"name": "pg"},
+    "rloo": {"name": "rloo"},
+    "grpo": {"name": "grpo"},
+    "dr_grpo": {"name": "dr_grpo"},
+    "dapo": {"name": "dapo"},
+    "gspo": {"name": "gspo"},
+    "gspo_token": {"name": "gspo_token"},
+    "gpg": {"name": "gpg"},
+    "gvpo": {"name": "gvpo"},
+    "gfpo": {"name": "gfpo", "k": 2, "metric": "vowels"},
+}
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_one_real_step_per_objective(name, engine, tiny_model_dir, tmp_path) -> None:
+    config = load_recipe(tiny_recipe(tiny_model_dir, tmp_path / "run", objective=OBJECTIVES[name]))
+    result = train(config, generator=engine)
+    [metrics] = read_metrics(result.run_dir)
+    assert metrics["skipped_update"] == 0 and metrics["groups_trained"] >= 2
+    assert metrics["mismatch_abs_logp"] < 0.1  # bf16 sampler vs fp32 trainer on the same tokens
+    trained_dir = latest_checkpoint(result.run_dir)
+    initial, trained = weights(tiny_model_dir), weights(trained_dir)
+    assert max(float((trained[k] - initial[k]).abs().max()) for k in initial) > 1e-4  # the parameters changed
+    # The engine now samples from the trained weights: its logprobs are the checkpoint's (bf16 tolerance,
+    # tests/agent/test_vllm_generator.py), and no longer the initial model's.
+    model = AutoModelForCausalLM.from_pretrained(trained_dir, dtype=torch.float32).eval()
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    prompt = chat_prompt(engine.tokenizer, "Say something with many vowels.")
+    completions = engine.generate([prompt] * 4, SamplingParams(max_tokens=16, seed=0))
+    to_trained, to_initial = [], []
+    for c in completions:
+        sampled = torch.tensor(c.logprobs)
+        to_trained.append((hf_token_logps(model, prompt, c.token_ids) - sampled).abs())
+        to_initial.append((hf_token_logps(before, prompt, c.token_ids) - sampled).abs())
+    to_trained, to_initial = torch.cat(to_trained), torch.cat(to_initial)
+    assert to_trained.max() <= 0.1 and to_trained.mean() <= 0.02
+    assert to_initial.mean() > 3 * to_trained.mean()
+
+
+def test_one_and_four_micro_batches_give_the_same_weights(engine, restore, tiny_model_dir, tmp_path) -> None:
+    """Step-global totals: splitting the step into micro-batches, or sharing prompts, changes nothing."""
+    runs = {"whole": (100_000, True), "rows": (250, False), "groups": (250, True)}  # budget, share_prefix
+    metrics, trained = {}, {}
+    for name, (budget, share) in runs.items():
+        overrides = {"optimizer": {"micro_batch_tokens": budget, "share_prefix": share}, "run": {"deterministic": True}}
+        result = train(load_recipe(tiny_recipe(tiny_model_dir, tmp_path / name, **overrides)), generator=engine)
+        restore()  # the next run starts from the same engine weights, so it samples the same episodes
+        metrics[name], trained[name] = read_metrics(result.run_dir)[0], weights(latest_checkpoint(result.run_dir))
+    assert [metrics[n]["micro_batches"] for n in runs] == [1, metrics["rows"]["micro_batches"], 3]
+    assert metrics["rows"]["micro_batches"] >= 4  # 12 rows of 60-90 tokens, at most 250 padded tokens each
+    assert len({metrics[n]["reward"] for n in runs}) == 1 and len({metrics[n]["tokens_trained"] for n in runs}) == 1
+    for name in ("rows", "groups"):
+        # The gradient's norm (before clipping) sees any normalisation error; only fp32 summation order differs.
+        assert metrics[name]["grad_norm"] == pytest.approx(metrics["whole"]["grad_norm"], rel=1e-5)
+        # AdamW's first step moves a weight by lr * g / (|g| + eps): about lr (1e-3) each. A fp32 rounding of a
+        # gradient that nearly cancels to below eps (1e-8) can move that step by up to ~1% of lr, so the
+        # bound on single weights is 2e-5; on average the weights agree to 1e-5 of lr.
+        diff = torch.cat([(trained[name][k] - trained["whole"][k]).abs().flatten() for k in trained["whole"]])
+        assert diff.max() < 2e-5 and diff.mean() < 1e-8
+    initial = weights(tiny_model_dir)
+    assert max(float((trained["whole"][k] - initial[k]).abs().max()) for k in initial) > 1e-4
+
+
+def test_an_env_that_raises_in_one_episode_does_not_stop_the_step(engine, tiny_model_dir, tmp_path) -> None:
+    Flaky.raised = False
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", envs=[{"id": "tests/Flaky-v0", "kwargs": {"fail_seed": 1}}])
+    result = train(load_recipe(recipe), generator=engine)
+    [metrics] = read_metrics(result.run_dir)
+    assert metrics["failed_episodes"] == 1
+    assert metrics["groups_collected"] == 2 and metrics["groups_trained"] == 2  # the failed group is dropped
+    assert metrics["skipped_update"] == 0
+    assert "the flaky env broke" in (result.run_dir / "train.log").read_text()  # the traceback is in the log

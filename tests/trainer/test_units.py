@@ -1,0 +1,152 @@
+"""Trainer building blocks without a model: seeds, micro-batch planning, importance weights, schedule, metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
+from turngym.algos import GRPO, Advantages, PolicyBatch, StepTotals
+from turngym.trainer.collate import StepRows, collate, deal, padding_fraction, plan_micro_batches
+from turngym.trainer.config import OptimizerConfig
+from turngym.trainer.correction import importance_weights, mismatch_sums
+from turngym.trainer.evaluate import wilson_interval
+from turngym.trainer.metrics import Sums
+from turngym.trainer.seeds import EVAL_SEED_BASE, SeedCursor, eval_seeds, mixture_counts
+from turngym.trainer.update import lr_factor
+
+
+def test_seed_cursor_never_repeats_and_stays_below_the_eval_range() -> None:
+    cursor = SeedCursor(next_seed=5)
+    taken = cursor.take(3) + cursor.take(4)
+    assert taken == list(range(5, 12)) and cursor.next_seed == 12
+    assert min(eval_seeds(8)) == EVAL_SEED_BASE > max(taken)
+    with pytest.raises(RuntimeError, match="evaluation range"):
+        SeedCursor(next_seed=EVAL_SEED_BASE - 2).take(3)
+
+
+def test_mixture_counts_add_up_and_follow_the_weights_on_average() -> None:
+    rng = np.random.default_rng(0)
+    assert mixture_counts([3.0, 1.0], 8, rng) == [6, 2]  # exact shares need no draw
+    draws = np.array([mixture_counts([1.0, 1.0, 1.0], 8, rng) for _ in range(3000)])
+    assert (draws.sum(1) == 8).all() and set(draws.ravel()) <= {2, 3}
+    assert np.allclose(draws.mean(0), 8 / 3, atol=0.05)  # no env is always shortchanged
+
+
+def test_plan_micro_batches_respects_the_token_budget_and_sorts_by_length() -> None:
+    lengths = [10, 50, 20, 40, 30, 60]
+    batches = plan_micro_batches(lengths, [0, 0, 1, 1, 2, 2], token_budget=100)
+    assert sorted(r for b in batches for r in b) == list(range(6))
+    for batch in batches:
+        assert len(batch) * max(lengths[r] for r in batch) <= 100
+    assert batches == [[5], [1, 3], [4, 2, 0]]  # 60 | 50+40 (2x50) | 30+20+10 (3x30)
+    # padding: batch 2 pads 10, batch 3 pads 10 + 20, of 60 + 100 + 90 positions
+    assert padding_fraction(batches, lengths) == pytest.approx(40 / 250)
+
+
+def test_plan_micro_batches_keeps_groups_whole_when_asked() -> None:
+    lengths = [10, 50, 20, 40]
+    batches = plan_micro_batches(lengths, [0, 0, 1, 1], token_budget=60, whole_groups=True)
+    assert sorted(map(sorted, batches)) == [[0, 1], [2, 3]]  # a group larger than the budget stays whole
+
+
+def test_deal_gives_every_process_the_same_number_of_micro_batches() -> None:
+    batches = [[0], [1, 2], [3]]
+    lengths = [5, 5, 5, 5]
+    shares = [deal(batches, lengths, 2, rank) for rank in range(2)]
+    assert [len(s) for s in shares] == [2, 2]
+    assert sorted(r for s in shares for b in s for r in b) == [0, 1, 2, 3]
+    assert [] in shares[1]  # padded with an empty micro-batch
+
+
+def _trajectory(sampled: list[int], prompt: int = 3) -> Trajectory:
+    """Prompt tokens, then one turn of `len(sampled)` sampled tokens and two feedback tokens."""
+    ids = list(range(prompt)) + sampled + [7, 7]
+    mask = [0] * prompt + [1] * len(sampled) + [0, 0]
+    turn = TurnRecord("a", "f", {"r": 0.0}, 0.0, {}, prompt, prompt + len(sampled), "stop")
+    return Trajectory(ids, mask, [-0.5 * m for m in mask], [turn], prompt, 0.0, {"r": 0.0}, True, False, "terminated")
+
+
+def test_collate_pads_masks_and_broadcasts_advantages() -> None:
+    groups = [TrajectoryGroup("e", 0, [_trajectory([4, 5]), _trajectory([6])])]
+    advantages = Advantages(torch.tensor([1.5, -2.0]), torch.tensor([True, False]))
+    rows = StepRows.of(groups, advantages)
+    batch = collate(rows, [0, 1])
+    assert batch.input_ids.tolist() == [[0, 1, 2, 4, 5, 7, 7], [0, 1, 2, 6, 7, 7, 0]]
+    assert batch.policy.loss_mask.tolist() == [[0, 0, 0, 1, 1, 0, 0], [0] * 7]  # row 1 is not trainable
+    assert batch.policy.advantages.tolist() == [[0, 0, 0, 1.5, 1.5, 0, 0], [0] * 7]
+    assert batch.sampling_logps[0].tolist() == [0, 0, 0, -0.5, -0.5, 0, 0]
+    assert rows.totals([0, 1]) == StepTotals(num_tokens=2.0, num_sequences=1.0, num_groups=1.0)
+
+
+def test_importance_weights_by_hand() -> None:
+    old = torch.log(torch.tensor([[3.0, 0.5, 1.0, 9.0]]))  # (1, 4) the last token is not trained
+    sampling = torch.zeros(1, 4)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    token = importance_weights(old, sampling, mask, "token_truncate", clip=2.0)
+    assert token[0].tolist() == pytest.approx([2.0, 0.5, 1.0, 0.0])  # min(ratio, 2)
+    sequence = importance_weights(old, sampling, mask, "sequence_truncate", clip=2.0)
+    assert sequence[0].tolist() == pytest.approx([1.5, 1.5, 1.5, 0.0])  # 3 x 0.5 x 1
+    masked = importance_weights(old, sampling, mask, "token_mask", band=(0.5, 2.0))
+    assert masked.tolist() == [[0.0, 1.0, 1.0, 0.0]]  # 3 is outside [0.5, 2]; 0.5 is inside
+    assert importance_weights(old, sampling, mask, "sequence_mask", band=(0.5, 2.0)).tolist() == [[1, 1, 1, 0]]
+    assert importance_weights(old, sampling, mask, "none").tolist() == mask.tolist()
+    sums = mismatch_sums(old, sampling, mask, token)
+    assert sums["tokens"] == 3
+    assert sums["mismatch_abs_logp"] == pytest.approx(math.log(3) + math.log(2))
+    # k3 = r - 1 - log r: (3 - 1 - ln 3) + (0.5 - 1 + ln 2) + 0
+    assert sums["mismatch_kl"] == pytest.approx(2 - math.log(3) - 0.5 + math.log(2))
+
+
+def test_weights_folded_into_advantages_weight_each_tokens_loss() -> None:
+    """GRPO's loss with advantages x w has the gradient of sum_t w_t x (per-token loss)."""
+    torch.manual_seed(0)
+    logps = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)  # (N, T)
+    old = logps.detach() + 0.1 * torch.randn(3, 5, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 1, 1, 0, 0]], dtype=torch.float64)
+    adv = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)[:, None] * mask
+    w = torch.rand(3, 5, dtype=torch.float64) * 2 * mask
+    totals = StepTotals.of(mask, torch.arange(3))
+    folded, _ = GRPO().loss(logps, PolicyBatch(mask, adv * w, torch.arange(3), old_logps=old), totals)
+    (g_folded,) = torch.autograd.grad(folded, logps)
+    rho = torch.exp(logps - old) * mask
+    per_token = torch.maximum(-adv * rho, -adv * rho.clamp(0.8, 1.2)) * w  # (N, T) weighted per-token loss
+    weighted = ((per_token * mask).sum(-1) / mask.sum(-1)).sum() / 3
+    (g_weighted,) = torch.autograd.grad(weighted, logps)
+    assert torch.allclose(g_folded, g_weighted)
+
+
+def test_learning_rate_schedule_by_hand() -> None:
+    cosine = OptimizerConfig(schedule="cosine", warmup_steps=2, min_lr_ratio=0.1)
+    factors = [lr_factor(s, cosine, 7) for s in range(7)]
+    # warm-up (s + 1) / 3, then cosine over the 4 remaining steps from 1 down to 0.1
+    expected = [1 / 3, 2 / 3] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]
+    assert factors == pytest.approx(expected)
+    assert [lr_factor(s, OptimizerConfig(), 5) for s in range(5)] == [1.0] * 5
+    linear = OptimizerConfig(schedule="linear")
+    assert [lr_factor(s, linear, 3) for s in range(3)] == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_sums_follow_the_objective_metric_names() -> None:
+    sums = Sums()
+    sums.add_objective_metric("pg_loss", 0.25, tokens=10)
+    sums.add_objective_metric("pg_loss", 0.5, tokens=30)
+    sums.add_objective_metric("ratio_mean", 1.0, tokens=10)
+    sums.add_objective_metric("ratio_mean", 2.0, tokens=30)
+    sums.add_objective_metric("ratio_max", 1.5, tokens=10)
+    sums.add_objective_metric("ratio_max", 1.2, tokens=30)
+    out = sums.result()
+    assert out["pg_loss"] == 0.75  # shares of the step's loss add up
+    assert out["ratio_mean"] == pytest.approx((10 + 60) / 40)  # token-weighted
+    assert out["ratio_max"] == 1.5
+
+
+def test_wilson_interval_against_published_values() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (score interval without correction)
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
+    assert wilson_interval(0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
+    assert wilson_interval(1, 29) == pytest.approx((0.0061, 0.1718), abs=1e-4)

@@ -1,0 +1,161 @@
+"""Checkpoints: a Hugging Face model directory plus the trainer state for an exact resume.
+
+`<run dir>/checkpoints/step-000010/` holds `config.json`, `model.safetensors`, the tokenizer and
+its chat template (so `transformers`, vLLM and `VLLMGenerator` load it as a model), plus:
+
+    trainer_state.pt      optimizer, scheduler, step, seed cursor, objective state (GFPO's
+                          adaptive-k history), and every process's RNG states
+    turngym_checkpoint.json   written last: a directory without it is incomplete and never loaded
+
+A checkpoint is written into a hidden temporary directory and renamed into place only when
+complete, so a crash (even SIGKILL) mid-save never leaves a checkpoint that looks usable. Only the
+newest `keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+MARKER = "turngym_checkpoint.json"
+STATE_FILE = "trainer_state.pt"
+FORMAT = 1
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    """Where a run's checkpoints live."""
+    return Path(run_dir) / "checkpoints"
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step-*") if (p / MARKER).is_file()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states (Python, NumPy, torch, CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def objective_state(objective: Any) -> dict[str, Any]:
+    """The mutable state an objective keeps across steps (private dataclass fields, e.g. GFPO's history)."""
+    state = {}
+    for f in dataclasses.fields(objective):
+        value = getattr(objective, f.name)
+        if f.name.startswith("_"):
+            state[f.name] = list(value) if isinstance(value, list) else value
+        elif dataclasses.is_dataclass(value):
+            inner = objective_state(value)
+            if inner:
+                state[f.name] = inner
+    return state
+
+
+def load_objective_state(objective: Any, state: dict[str, Any]) -> None:
+    """Put `objective_state` back into a freshly built objective (lists are refilled in place)."""
+    for name, value in state.items():
+        current = getattr(objective, name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            load_objective_state(current, value)
+        elif isinstance(current, list):
+            current[:] = value
+        else:
+            object.__setattr__(objective, name, value)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    keep: int,
+    digests: list[str] | None = None,
+) -> Path:
+    """Write `checkpoints/step-XXXXXX` atomically and delete all but the newest `keep`.
+
+    Args:
+        run_dir: the run directory.
+        step: the last completed step.
+        model: the Hugging Face model (unwrapped).
+        tokenizer: its tokenizer (saved with the chat template).
+        state: the trainer state (`trainer_state.pt`).
+        keep: how many checkpoints to keep.
+        digests: every process's `parameter_digest` (recorded in the marker file).
+    """
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".step-*.tmp-*"):  # left by a killed save
+        shutil.rmtree(stale, ignore_errors=True)
+    final = root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:06d}.tmp-", dir=root))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save(state, tmp / STATE_FILE)
+        marker = {"format": FORMAT, "step": step, "time": time.time(), "parameter_digests": digests or []}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in complete_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def parameter_digest(model: Any) -> str:
+    """A SHA-256 of every parameter's bytes, in name order (equal digests: equal weights)."""
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint."""
+    return torch.load(checkpoint / STATE_FILE, weights_only=False)
+
+
+def _fsync_dir(path: Path) -> None:
+    for item in path.iterdir():
+        if item.is_file():
+            with open(item, "rb") as handle:
+                os.fsync(handle.fileno())

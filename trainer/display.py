@@ -1,0 +1,90 @@
+"""What a person watching a run sees: one line per step, and a live bar with the ETA in a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def step_line(step: int, total: int, m: dict[str, Any]) -> str:
+    """`step 3/20  reward 0.41  success 38%  invalid 12%  turns 2.1  |  rollout 48s  update 61s  sync 0.4s  |  ...`."""
+    parts = [f"step {step}/{total}"]
+    if "reward" in m:
+        parts.append(
+            f"reward {m['reward']:+.3f}  success {m.get('success', 0):.0%}  "
+            f"invalid {m.get('invalid_rate', 0):.0%}  turns {m.get('turns', 0):.1f}"
+        )
+    parts.append(
+        f"rollout {m.get('time/rollout', 0):.0f}s  update {m.get('time/update', 0):.0f}s  "
+        f"sync {m.get('time/sync', 0):.1f}s"
+    )
+    detail = []
+    if "loss" in m:
+        detail.append(f"loss {m['loss']:+.4f}")
+    if "grad_norm" in m:
+        detail.append(f"grad {m['grad_norm']:.2f}")
+    if "mismatch_kl" in m:
+        detail.append(f"mismatch {m['mismatch_kl']:.1e}")
+    if m.get("failed_episodes"):
+        detail.append(f"[yellow]{int(m['failed_episodes'])} failed episode(s)[/yellow]")
+    if m.get("skip_reason"):
+        detail.append(f"[yellow]update skipped: {m['skip_reason']}[/yellow]")
+    if detail:
+        parts.append("  ".join(detail))
+    return "  |  ".join(parts)
+
+
+class Display:
+    """The step lines plus, in a terminal, a progress bar with step count, ETA and the last reward.
+
+    Args:
+        total: the run's last step.
+        start: the step training starts after (0, or the resumed checkpoint's step).
+        enabled: False prints nothing (other processes than the main one).
+        live: show the bar (`run.progress`, and only in a terminal).
+    """
+
+    def __init__(self, total: int, start: int, enabled: bool, live: bool, console: Console | None = None) -> None:
+        self.total, self.enabled = total, enabled
+        self.console = console or Console()
+        self.progress = None
+        if enabled and live and self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("steps"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[last]}"),
+                TextColumn("[dim]{task.fields[phase]}"),
+                console=self.console,
+            )
+            self.task = self.progress.add_task("train", total=total - start, last="", phase="")
+            self.progress.start()
+
+    def print(self, text: str) -> None:
+        """A line above the bar."""
+        if self.enabled:
+            self.console.print(text, highlight=False, soft_wrap=True)
+
+    def step(self, step: int, metrics: dict[str, Any]) -> None:
+        """Report a finished step."""
+        self.print(step_line(step, self.total, metrics))
+        if self.progress is not None:
+            last = f"reward {metrics.get('reward', 0):+.3f} success {metrics.get('success', 0):.0%}"
+            self.progress.update(self.task, advance=1, last=last)
+
+    def phase(self, text: str) -> None:
+        """What the run is doing now (shown next to the bar)."""
+        if self.progress is not None:
+            self.progress.update(self.task, phase=text)
+
+    def close(self) -> None:
+        """Stop the bar."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

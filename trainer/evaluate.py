@@ -1,0 +1,126 @@
+"""Held-out evaluation during training: success with a Wilson 95% interval on seeds training never draws.
+
+Each env of the recipe is played for `eval.episodes` episodes, one per held-out seed
+(`seeds.eval_seeds`), with the training generator's current weights. The seeds are the same at
+every evaluation, so the numbers before and after training are measured on the same games.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from turngym.agent.generator import SamplingParams
+from turngym.agent.rollout import collect_groups
+from turngym.trainer.config import EnvConfig
+from turngym.trainer.distributed import Processes
+from turngym.trainer.metrics import success
+from turngym.trainer.seeds import eval_seeds
+
+Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion (Wilson 1927).
+
+    `(p + z^2/2n -/+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)` with `p = successes / n`; it stays
+    inside [0, 1] and is not degenerate at 0 or n successes, unlike the normal approximation.
+
+    Example:
+        >>> [round(x, 4) for x in wilson_interval(0, 10)]
+        [0.0, 0.2775]
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+
+
+@dataclass
+class EnvEval:
+    """One env's evaluation.
+
+    Attributes:
+        env_id: the env.
+        episodes: finished episodes (failed ones excluded).
+        successes: episodes won.
+        success: `successes / episodes`.
+        low, high: the Wilson 95% interval of `success`.
+        reward: mean total reward.
+        invalid_rate: share of turns the env marked invalid.
+        turns: mean turns per episode.
+        failed: episodes whose env raised.
+    """
+
+    env_id: str
+    episodes: int
+    successes: int
+    success: float
+    low: float
+    high: float
+    reward: float
+    invalid_rate: float
+    turns: float
+    failed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """`37.5% (48/128, 95% CI 29.6-46.1%)`."""
+        return f"{self.success:.1%} ({self.successes}/{self.episodes}, 95% CI {self.low:.1%}-{self.high:.1%})"
+
+
+def evaluate_envs(
+    generator: Any,
+    envs: list[EnvConfig],
+    episodes: int,
+    sampling: SamplingParams,
+    max_context_tokens: int | None,
+    procs: Processes,
+) -> list[EnvEval]:
+    """Play `episodes` held-out episodes per env (shared over processes) and score them."""
+    results = []
+    for env in envs:
+        seeds = eval_seeds(episodes)
+        mine = [seeds[i] for i in procs.share(len(seeds))]
+        groups = collect_groups(
+            env.id,
+            mine,
+            1,
+            generator,
+            max_turns=env.max_turns,
+            sampling=sampling,
+            max_context_tokens=max_context_tokens,
+            env_kwargs=env.kwargs,
+            system_prompt=env.system_prompt,
+            progress=False,
+            errors="record",
+        )
+        trajectories = [t for part in procs.gather(groups) for g in part for t in g.trajectories]
+        done = [t for t in trajectories if t.stop_reason != "error"]
+        wins = sum(success(t) for t in done)
+        turns = [turn for t in done for turn in t.turns]
+        low, high = wilson_interval(wins, len(done))
+        results.append(
+            EnvEval(
+                env_id=env.id,
+                episodes=len(done),
+                successes=wins,
+                success=wins / len(done) if done else 0.0,
+                low=low,
+                high=high,
+                reward=sum(t.reward for t in done) / len(done) if done else 0.0,
+                invalid_rate=sum(bool(turn.metrics.get("invalid_action")) for turn in turns) / len(turns)
+                if turns
+                else 0.0,
+                turns=sum(t.num_turns for t in done) / len(done) if done else 0.0,
+                failed=len(trajectories) - len(done),
+            )
+        )
+    return results

@@ -1,0 +1,125 @@
+"""The trainer's model: loading, precision choice, and token logprobs at sampled positions only.
+
+`TokenScorer` wraps a causal LM and returns `logps[:, t]`, the log-probability of token t under the
+model at the sampling temperature, but evaluates the LM head and softmax only where `score_mask`
+is 1 (the sampled tokens). In multi-turn episodes most positions are prompt, template or env
+feedback, and the (positions x vocabulary) logits are the largest tensor of the forward pass, so
+this cuts both time and memory. It is an `nn.Module`, so accelerate can wrap it (DDP) and the
+gradient is synchronised through its forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from turngym.agent.hardware import native_bf16
+
+
+def resolve_autocast(setting: str, device_type: str) -> bool:
+    """`model.autocast`: whether the update runs under bf16 autocast (`auto`: where bf16 is native)."""
+    if setting == "auto":
+        return native_bf16(device_type)
+    return setting == "bf16"
+
+
+def load_model(path: str, device: torch.device) -> tuple[nn.Module, Any]:
+    """The fp32 causal LM and its tokenizer from a Hugging Face directory (or checkpoint)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+    model.config.use_cache = False
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+class TokenScorer(nn.Module):
+    """Log-probabilities of the sampled tokens under a causal LM.
+
+    Rows that start with the same tokens (the episodes of a group share their first prompt) share
+    that prefix's computation: it runs once, for one row, and its keys and values are repeated for
+    every row, with gradients flowing back through them, so the result equals the plain forward
+    pass (tested) while a group of G episodes pays for its prompt once instead of G times.
+
+    Args:
+        model: a Hugging Face causal LM whose logits are `lm_head(last hidden state)` (Llama, Qwen,
+            Mistral, SmolLM2; `final_logit_softcapping` is applied where the config has it).
+        share_prefix: compute a prefix common to every row once (see above).
+        min_prefix: shorter common prefixes are not worth a separate pass.
+    """
+
+    def __init__(self, model: nn.Module, share_prefix: bool = True, min_prefix: int = 16) -> None:
+        super().__init__()
+        self.model = model
+        self.share_prefix, self.min_prefix = share_prefix, min_prefix
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+
+    def forward(
+        self, input_ids: Tensor, score_mask: Tensor, temperature: float = 1.0, segments: Tensor | None = None
+    ) -> Tensor:
+        """`logps[:, t] = log p(token t | tokens < t)` at `temperature`, 0 where `score_mask` is 0.
+
+        Args:
+            input_ids: (N, T) right-padded token ids (T >= 2).
+            score_mask: (N, T) 1 on the tokens to score.
+            temperature: the sampling temperature (logits are divided by it, as the sampler did).
+            segments: (N,) rows with the same value are scored together and share their common
+                prefix (pass group ids: a group's episodes share their first prompt); None: one segment.
+
+        Returns:
+            (N, T) float32 logprobs.
+        """
+        if segments is None or bool((segments == segments[0]).all()):
+            return self._score(input_ids, score_mask, temperature)
+        out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)  # (N, T)
+        for segment in torch.unique(segments):
+            rows = (segments == segment).nonzero().squeeze(-1)  # (n,)
+            out = out.index_put((rows,), self._score(input_ids[rows], score_mask[rows], temperature))  # (N, T)
+        return out
+
+    def _score(self, input_ids: Tensor, score_mask: Tensor, temperature: float) -> Tensor:
+        """`forward` for one segment: (n, T) logprobs."""
+        select = score_mask[:, 1:].bool()  # (n, T-1) position t-1 predicts token t
+        if not bool(select.any()):  # score one token anyway: every parameter must take part (DDP)
+            select = select.clone()
+            select[0, 0] = True
+        shared = self._shared_prefix(input_ids, select)
+        hidden = self._hidden(input_ids, shared)  # (n, T - shared, H)
+        states = hidden[:, :-1][select[:, shared:]]  # (M, H)
+        logits = self.model.get_output_embeddings()(states).float()  # (M, V)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap  # (M, V)
+        if temperature != 1.0:
+            logits = logits / temperature  # (M, V)
+        targets = input_ids[:, 1:][select]  # (M,)
+        picked = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)  # (M,)
+        scored = torch.zeros(select.shape, dtype=picked.dtype, device=picked.device).masked_scatter(select, picked)
+        return nn.functional.pad(scored, (1, 0))  # (n, T)
+
+    def _shared_prefix(self, input_ids: Tensor, select: Tensor) -> int:
+        """Length of a prefix all rows share and no scored token needs the hidden states of."""
+        if not self.share_prefix or input_ids.shape[0] < 2:
+            return 0
+        differs = (input_ids != input_ids[:1]).any(0)  # (T,) a position where some row differs
+        common = int(differs.float().argmax()) if bool(differs.any()) else input_ids.shape[1]
+        first_scored = int(select.any(0).float().argmax())  # hidden state index of the first scored token
+        length = min(common, first_scored)
+        return length if length >= self.min_prefix else 0
+
+    def _hidden(self, input_ids: Tensor, shared: int) -> Tensor:
+        """Last hidden states of positions `shared..T-1`, the first `shared` computed once for all rows."""
+        decoder = self.model.get_decoder()
+        if shared == 0:
+            return decoder(input_ids=input_ids, use_cache=False).last_hidden_state  # (N, T, H)
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        decoder(input_ids=input_ids[:1, :shared], past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(input_ids.shape[0])  # the prefix's keys/values for every row, with grad
+        positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device)[None]  # (1, T - shared)
+        out = decoder(input_ids=input_ids[:, shared:], past_key_values=cache, position_ids=positions, use_cache=True)
+        return out.last_hidden_state  # (N, T - shared, H)
