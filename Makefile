@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.turngym-setup
 # Override with `make setup VLLM_EXTRA=gpu`.
 VLLM_EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup test test-all models bench lint clean
+.PHONY: setup demo demo-hard test test-all models bench lint clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,17 @@ $(STAMP): pyproject.toml Makefile
 	@touch $@
 	@echo "== set-up done"
 
+# The main job on the embedded default model: held-out success before, a short GRPO run, success after,
+# learning curves in runs/demo/plots. About 10 minutes of training on a 2-core CPU.
+demo: setup
+	$(VENV)/bin/turngym models prepare
+	$(VENV)/bin/turngym train examples/recipes/demo.yaml
+
+# A harder game that needs the feedback (see examples/recipes/demo_hard.yaml); longer.
+demo-hard: setup
+	$(VENV)/bin/turngym models prepare
+	$(VENV)/bin/turngym train examples/recipes/demo_hard.yaml
+
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
@@ -38,10 +49,13 @@ models: setup
 	$(VENV)/bin/turngym models prepare
 
 bench: setup
+	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/weight_sync.py
 	$(PY) bench/math_verify_hostile.py
 	$(PY) bench/fuzz_envs.py
 	$(PY) bench/rollout_throughput.py
+	$(PY) bench/update_throughput.py
+	$(PY) bench/grpo_vs_trl.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -82,6 +82,11 @@ class GFPO(Objective):
         """As the base objective."""
         return self.base.needs_whole_groups
 
+    @property
+    def zero_advantage_rows_are_inert(self) -> bool:
+        """As the base objective."""
+        return self.base.zero_advantage_rows_are_inert
+
     def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None) -> Selection:
         """Retain k responses per group by the metric, then apply the base objective's filter."""
         if not groups:

@@ -46,6 +46,11 @@ class GVPO(Objective):
     accepts_is_weights: ClassVar[bool] = False
     needs_whole_groups: ClassVar[bool] = True
 
+    @property
+    def zero_advantage_rows_are_inert(self) -> bool:
+        """No: every row's implicit reward enters its group's mean."""
+        return False
+
     def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """`r - mean_g r`."""
         return F.group_advantage(rewards, group_ids, scale="none")

@@ -149,6 +149,16 @@ class Objective:
         """Whether the trainer must provide reference-model logprobs."""
         return self.kl_coef > 0
 
+    @property
+    def zero_advantage_rows_are_inert(self) -> bool:
+        """Whether a row whose advantages are all 0 adds nothing to the gradient, so the trainer may skip it.
+
+        True for losses that are a sum over rows of terms proportional to the advantage (policy
+        gradients, PPO-clip, GSPO), given step-global normalisers, as long as no KL term pulls
+        every row towards the reference.
+        """
+        return self.kl_coef == 0
+
     # --- the three steps -------------------------------------------------------------------
 
     def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None) -> Selection:

@@ -133,10 +133,10 @@ def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -
 
 def collate(rows: StepRows, indices: Sequence[int]) -> MicroBatch:
     """Pad `indices` of `rows` into one micro-batch (an empty list gives a one-token padding batch)."""
-    if not indices:
-        zeros = torch.zeros(1, 1)  # (1, 1)
+    if not indices:  # two tokens: the scorer predicts the second from the first
+        zeros = torch.zeros(1, 2)  # (1, 2)
         policy = PolicyBatch(zeros, zeros.clone(), torch.zeros(1, dtype=torch.long), group_sizes=torch.ones(1))
-        return MicroBatch([], [], torch.zeros(1, 1, dtype=torch.long), zeros.clone(), policy)
+        return MicroBatch([], [], torch.zeros(1, 2, dtype=torch.long), zeros.clone(), policy)
     trajectories = [rows.trajectories[i] for i in indices]
     n, width = len(indices), max(len(t.token_ids) for t in trajectories)
     input_ids = torch.zeros(n, width, dtype=torch.long)  # (n, T)

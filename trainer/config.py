@@ -671,7 +671,8 @@ def recipe_reference(markdown: bool = False, width: int = 88) -> str:
             default = list(default) if isinstance(default, tuple) else default
             shown = "null" if default is None else json_like(default)
             if markdown:
-                lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{shown}` | {docs.get(f.name, '')} |")
+                kind = _type_name(hints[f.name]).replace("|", "\\|")  # a literal pipe inside a table cell
+                lines.append(f"| `{f.name}` | {kind} | `{shown}` | {docs.get(f.name, '')} |")
             else:
                 lines.append(f"  {section}.{f.name} ({_type_name(hints[f.name])}, default {shown})")
                 lines += [f"      {line}" for line in textwrap.wrap(docs.get(f.name, ""), width - 6)]

@@ -41,33 +41,37 @@ class Display:
 
     Args:
         total: the run's last step.
-        start: the step training starts after (0, or the resumed checkpoint's step).
         enabled: False prints nothing (other processes than the main one).
-        live: show the bar (`run.progress`, and only in a terminal).
+        live: show the bar (`run.progress`, and only in a terminal), from `begin` on.
     """
 
-    def __init__(self, total: int, start: int, enabled: bool, live: bool, console: Console | None = None) -> None:
+    def __init__(self, total: int, enabled: bool, live: bool, console: Console | None = None) -> None:
         self.total, self.enabled = total, enabled
         self.console = console or Console()
-        self.progress = None
-        if enabled and live and self.console.is_terminal:
-            self.progress = Progress(
-                TextColumn("[bold]training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("steps"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[last]}"),
-                TextColumn("[dim]{task.fields[phase]}"),
-                console=self.console,
-            )
-            self.task = self.progress.add_task("train", total=total - start, last="", phase="")
-            self.progress.start()
+        self.live = enabled and live and self.console.is_terminal
+        self.progress: Progress | None = None
+
+    def begin(self, start: int) -> None:
+        """Start the bar at step `start` (0, or the step a resumed run continues after)."""
+        if not self.live:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[last]}"),
+            TextColumn("[dim]{task.fields[phase]}"),
+            console=self.console,
+        )
+        self.task = self.progress.add_task("train", total=self.total - start, last="", phase="")
+        self.progress.start()
 
     def print(self, text: str) -> None:
-        """A line above the bar."""
+        """A line (above the bar)."""
         if self.enabled:
             self.console.print(text, highlight=False, soft_wrap=True)
 

@@ -26,7 +26,6 @@ import resource
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ from turngym.trainer.metrics import MetricsLog, rollout_metrics
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
 from turngym.trainer.run import LOG, RunDir, open_run
 from turngym.trainer.seeds import SeedCursor, mixture_counts, step_rng
-from turngym.trainer.update import Learner, make_optimizer, update
+from turngym.trainer.update import Learner, advance_schedule, make_optimizer, update
 
 
 @dataclass
@@ -73,6 +72,7 @@ class TrainResult:
         train_seconds: wall time of the training steps (rollout, update, sync, logging), without
             set-up and evaluations.
         peak_memory_gib: the process's peak resident memory.
+        plots: the learning-curve PNGs written into `<run dir>/plots`.
     """
 
     run_dir: Path
@@ -81,6 +81,7 @@ class TrainResult:
     evals: dict[int, list[EnvEval]] = field(default_factory=dict)
     train_seconds: float = 0.0
     peak_memory_gib: float = 0.0
+    plots: list[Path] = field(default_factory=list)
 
 
 def train(config: TrainConfig, generator: Any = None) -> TrainResult:
@@ -101,7 +102,7 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
         raise ValueError("pass no generator to a multi-process run: each process starts its own")
     run = open_run(config, procs)
     _seed_everything(config, procs)
-    display = Display(config.run.steps, 0, procs.is_main, config.run.progress)
+    display = Display(config.run.steps, procs.is_main, config.run.progress)
     display.print(f"[bold]turngym train[/bold] {config.name} -> {run.path}")
     display.print(f"[dim]{dump_recipe(config).rstrip()}[/dim]")
     objective = config.objective.build()
@@ -113,8 +114,7 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
     log = MetricsLog(run.path, config.run.tensorboard, procs.is_main)
     log.truncate_after(state.step)
     result = TrainResult(run.path, state.step, evals=_read_evals(run.path))
-    display.close()
-    display = Display(config.run.steps, state.step, procs.is_main, config.run.progress)
+    display.begin(state.step)
     try:
         if config.eval.at_start and 0 not in result.evals:
             result.evals[0] = _evaluate(config, generator, procs, run.path, 0, log, display)
@@ -126,13 +126,27 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
         log.close()
     result.step = state.step
     result.peak_memory_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if procs.is_main:
+        result.plots = _plot(run.path)
     _summarise(result, display)
     return result
+
+
+def _plot(run_dir: Path) -> list[Path]:
+    """Learning-curve PNGs into `<run dir>/plots` (a plotting problem never fails the run)."""
+    from turngym.trainer.plot import plot_runs
+
+    try:
+        return plot_runs([run_dir])
+    except Exception:  # noqa: BLE001
+        LOG.warning("could not plot the run", exc_info=True)
+        return []
 
 
 def _run_steps(config, objective, learner, tokenizer, generator, state, procs, run, log, display, result) -> None:  # noqa: PLR0913
     """Steps `state.step + 1 .. run.steps`, checkpointing on schedule, at the end and on Ctrl-C."""
     saved = state.step
+    snapshot = ckpt.objective_state(objective)
     with Interrupts(enabled=not procs.distributed, display=display) as interrupts:
         try:
             for step in range(state.step + 1, config.run.steps + 1):
@@ -167,7 +181,7 @@ def _train_step(config, objective, learner, generator, state, procs, step, inter
     # ROLLOUT: groups on every env of the mixture, filtered by the objective, refilled while incomplete
     start = time.perf_counter()
     cursor = SeedCursor(state.next_seed)
-    groups, selection, metrics = _collect_and_select(config, objective, generator, procs, cursor, step, display)
+    _, selection, metrics = _collect_and_select(config, objective, generator, procs, cursor, step, display)
     metrics["time/rollout"] = time.perf_counter() - start
     sampled = metrics.pop("sampled_tokens_total")
     metrics["tokens_per_s/rollout"] = sampled / max(metrics["time/rollout"], 1e-9)
@@ -183,7 +197,8 @@ def _train_step(config, objective, learner, generator, state, procs, step, inter
             generator.load_weights(learner.model.named_parameters())
         metrics["time/sync"] = time.perf_counter() - start
         state.step, state.next_seed = step, cursor.next_seed
-    metrics["tokens_per_s/update"] = metrics.get("tokens_trained", 0.0) / max(metrics["time/update"], 1e-9)
+    if metrics.get("tokens_trained"):  # none when the update was skipped
+        metrics["tokens_per_s/update"] = metrics["tokens_trained"] / max(metrics["time/update"], 1e-9)
     return metrics
 
 
@@ -271,7 +286,7 @@ def _learn(
 ) -> dict[str, Any]:
     """Advantages of the selected groups, then the update (skipped when there is nothing to learn)."""
     if not selection.groups:
-        _advance_schedule(learner)
+        advance_schedule(learner)
         return {"skipped_update": 1.0, "skip_reason": "no usable groups this step"}
     advantages = objective.advantages(selection.groups)
     rows = StepRows.of(selection.groups, advantages)
@@ -282,20 +297,13 @@ def _learn(
         "advantage_nonzero": float((values != 0).float().mean()) if values.numel() else 0.0,
     }
     if not bool(values.any()) and not objective.needs_ref_logps:
-        _advance_schedule(learner)
+        advance_schedule(learner)
         LOG.info("update skipped: every advantage is 0")
         return metrics | {"skipped_update": 1.0, "skip_reason": "no learning signal (every advantage is 0)"}
     metrics |= update(learner, objective, rows, config.optimizer, config.correction, procs)
     if metrics.get("skip_reason"):
         LOG.warning("update skipped: %s", metrics["skip_reason"])
     return metrics
-
-
-def _advance_schedule(learner: Learner) -> None:
-    """Step the schedule without an optimiser step (the learning rate follows the step count)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
-        learner.scheduler.step()
 
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -423,6 +431,8 @@ def _summarise(result: TrainResult, display: Display) -> None:
     if 0 in result.evals and result.step in result.evals and result.step != 0:
         for before, after in zip(result.evals[0], result.evals[result.step], strict=True):
             display.print(f"[bold]{before.env_id}[/bold] success before {before.summary()} -> after {after.summary()}")
+    if result.plots:
+        display.print(f"plots: {result.plots[0].parent}/ ({', '.join(p.name for p in result.plots)})")
 
 
 class Interrupts:

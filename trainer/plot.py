@@ -75,7 +75,13 @@ def _series(records: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[fl
 def _figures(runs: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     keys = sorted({k for series in runs.values() for k in series})
     components = [k for k in keys if k.startswith("reward/")]
-    evals = sorted({k.split("/")[1] for k in keys if k.startswith("eval/") and k.endswith("/success")})
+    evals = sorted(
+        {
+            k.removeprefix("eval/").removesuffix("/success")
+            for k in keys
+            if k.startswith("eval/") and k.endswith("/success")
+        }
+    )
     stops = [k for k in keys if k.startswith("stop/")]
     return {
         "reward": [

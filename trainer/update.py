@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,18 +95,23 @@ def update(
     sums = Sums()
     lengths = rows.lengths()
     parts = _mini_batches(rows, optimizer_config.mini_batches)
+    # Rows whose advantages are all 0 add nothing to the gradient of most objectives: skip their
+    # forward/backward (the step-global totals below still count them, so the loss is unchanged).
+    computed = _rows_to_compute(rows, objective)
     plans = [
         plan_micro_batches(
-            [lengths[r] for r in part],
-            rows.group_ids[part].tolist(),
+            [lengths[r] for r in part if computed[r]],
+            [int(rows.group_ids[r]) for r in part if computed[r]],
             optimizer_config.micro_batch_tokens,
             objective.needs_whole_groups or optimizer_config.share_prefix,
         )
         for part in parts
     ]
-    plans = [[[part[i] for i in batch] for batch in plan] for part, plan in zip(parts, plans, strict=True)]
+    active = [[r for r in part if computed[r]] for part in parts]
+    plans = [[[part[i] for i in batch] for batch in plan] for part, plan in zip(active, plans, strict=True)]
     sums.set("padding_fraction", padding_fraction([b for plan in plans for b in plan], lengths))
     sums.set("micro_batches", float(sum(len(plan) for plan in plans)))
+    sums.set("rows_skipped", float(len(rows) - sum(computed)) / max(len(rows), 1))
     mine = [deal(plan, lengths, procs.world_size, procs.rank) for plan in plans]
     old = None
     if optimizer_config.update_epochs > 1 or optimizer_config.mini_batches > 1:
@@ -114,8 +121,23 @@ def update(
             _optimizer_step(
                 learner, objective, rows, rows.totals(part), batches, old, correction, optimizer_config, procs, sums
             )
-    learner.scheduler.step()
+    advance_schedule(learner)
     return sums.result(procs)
+
+
+def advance_schedule(learner: Learner) -> None:
+    """Step the learning-rate schedule once per rollout batch, also when the update was skipped."""
+    with warnings.catch_warnings():  # torch warns when no optimiser step preceded (a skipped update)
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+        learner.scheduler.step()
+
+
+def _rows_to_compute(rows: StepRows, objective: Objective) -> list[bool]:
+    """Rows that need a forward/backward: all of them, or those with a nonzero advantage when the rest are inert."""
+    if not objective.zero_advantage_rows_are_inert:
+        return [True] * len(rows)
+    values = rows.advantages.reshape(len(rows), -1)  # (N, 1) or (N, K)
+    return [bool(rows.trainable[i]) and bool(values[i].any()) for i in range(len(rows))]
 
 
 def _mini_batches(rows: StepRows, count: int) -> list[list[int]]:

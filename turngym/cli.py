@@ -195,7 +195,7 @@ def train(
 
         result = run_training(config)
     except RecipeError as err:
-        console.print(f"[red]recipe error:[/red] {escape(str(err))}", highlight=False)
+        console.print(f"[red]recipe error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if result.interrupted:
         raise typer.Exit(130)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.trainer.envs import register_test_envs
+from tests.trainer.support import register_test_envs
 
 
 @pytest.fixture

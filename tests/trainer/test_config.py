@@ -118,3 +118,10 @@ def test_examples_recipes_load(examples_dir) -> None:
     for path in recipes:
         config = load_recipe(path)
         assert config.envs and config.objective.build() is not None
+
+
+def test_readme_holds_the_current_recipe_reference() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert recipe_reference(markdown=True).replace("### `", "#### `").strip() in readme

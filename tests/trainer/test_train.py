@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from tests.helpers import chat_prompt, hf_token_logps
-from tests.trainer.envs import Flaky, tiny_recipe
+from tests.trainer.support import Flaky, tiny_recipe
 from turngym.agent import SamplingParams
 from turngym.trainer import load_recipe, train
 from turngym.trainer.checkpoint import latest_checkpoint
@@ -25,6 +25,7 @@ OBJECTIVES = {
     "gpg": {"name": "gpg"},
     "gvpo": {"name": "gvpo"},
     "gfpo": {"name": "gfpo", "k": 2, "metric": "vowels"},
+    "grpo+kl": {"name": "grpo", "kl_coef": 0.05},
 }
 
 
@@ -39,6 +40,7 @@ def test_one_real_step_per_objective(name, engine, tiny_model_dir, tmp_path) -> 
     [metrics] = read_metrics(result.run_dir)
     assert metrics["skipped_update"] == 0 and metrics["groups_trained"] >= 2
     assert metrics["mismatch_abs_logp"] < 0.1  # bf16 sampler vs fp32 trainer on the same tokens
+    assert ("kl" in metrics) == (name == "grpo+kl")  # a reference model only when kl_coef > 0
     trained_dir = latest_checkpoint(result.run_dir)
     initial, trained = weights(tiny_model_dir), weights(trained_dir)
     assert max(float((trained[k] - initial[k]).abs().max()) for k in initial) > 1e-4  # the parameters changed
@@ -91,3 +93,15 @@ def test_an_env_that_raises_in_one_episode_does_not_stop_the_step(engine, tiny_m
     assert metrics["groups_collected"] == 2 and metrics["groups_trained"] == 2  # the failed group is dropped
     assert metrics["skipped_update"] == 0
     assert "the flaky env broke" in (result.run_dir / "train.log").read_text()  # the traceback is in the log
+
+
+def test_tensorboard_gets_the_same_scalars_as_the_jsonl(engine, tiny_model_dir, tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", run={"steps": 2, "tensorboard": True})
+    result = train(load_recipe(recipe), generator=engine)
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("reward")}
+    assert logged == pytest.approx({r["step"]: r["reward"] for r in read_metrics(result.run_dir)})
+    assert {"time/update", "grad_norm", "mismatch_kl"} <= set(events.Tags()["scalars"])

@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.trainer.envs import register_test_envs  # noqa: E402
+from tests.trainer.support import register_test_envs  # noqa: E402
 from turngym.trainer import load_recipe, train  # noqa: E402
 
 if __name__ == "__main__":

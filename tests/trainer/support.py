@@ -71,3 +71,31 @@ def tiny_recipe(model_dir, run_dir, **sections) -> dict:
     for section, values in sections.items():
         recipe[section] = {**recipe.get(section, {}), **values} if isinstance(values, dict) else values
     return recipe
+
+
+def synthetic_rows(groups: int = 3, group_size: int = 4, vocab: int = 300, seed: int = 0):
+    """A step's rows without a rollout: random prompts (shared within a group), replies and rewards."""
+    import random
+
+    from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
+    from turngym.algos import GRPO
+    from turngym.trainer.collate import StepRows
+
+    rng = random.Random(seed)
+    out = []
+    for g in range(groups):
+        prompt = [rng.randrange(5, vocab) for _ in range(rng.randrange(20, 30))]
+        trajectories = []
+        for _ in range(group_size):
+            reply = [rng.randrange(5, vocab) for _ in range(rng.randrange(5, 25))]
+            feedback = [rng.randrange(5, vocab) for _ in range(6)]
+            reward = rng.random()
+            turn = TurnRecord("a", "f", {"r": reward}, reward, {}, len(prompt), len(prompt) + len(reply), "stop")
+            ids = prompt + reply + feedback
+            mask = [0] * len(prompt) + [1] * len(reply) + [0] * len(feedback)
+            logps = [-rng.random() * m for m in mask]
+            trajectories.append(
+                Trajectory(ids, mask, logps, [turn], len(prompt), reward, {"r": reward}, True, False, "terminated")
+            )
+        out.append(TrajectoryGroup("synthetic", g, trajectories))
+    return StepRows.of(out, GRPO().advantages(out))

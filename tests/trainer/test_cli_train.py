@@ -1,0 +1,116 @@
+"""`turngym train` and `turngym plot` as a user runs them: exit codes, one-line errors, nothing written on error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from turngym.cli import app
+from turngym.trainer.plot import plot_runs
+
+runner = CliRunner()
+GOOD = {"envs": [{"id": "turngym/GuessNumber-v0", "kwargs": {"high": 8}}]}
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "expected"),
+    [
+        (GOOD, ["rollout.gruop_size=4"], "rollout.gruop_size: unknown key. Did you mean 'group_size'?"),
+        (GOOD, ["rollout.group_size=four"], "rollout.group_size: must be a number, got 'four'"),
+        (GOOD, ["objective.name=ppo"], "objective.name: unknown objective 'ppo'."),
+        (GOOD, ["rollout.group_size=1"], "set rollout.group_size=2 or more"),
+        ({"envs": ["turngym/GuesNumber-v0"]}, [], "cannot make 'turngym/GuesNumber-v0': unknown env id"),
+        ({"envs": [{"id": "turngym/GuessNumber-v0", "kwargs": {"hgh": 3}}]}, [], "envs.0: cannot make"),
+    ],
+    ids=["unknown-key", "wrong-type", "unknown-objective", "group-size-1", "unknown-env", "bad-env-kwarg"],
+)
+def test_bad_recipes_exit_2_with_one_line_and_write_nothing(in_tmp, recipe, overrides, expected) -> None:
+    (in_tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = runner.invoke(app, ["train", "recipe.yaml", *overrides])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("recipe error:") and expected in lines[0], result.output
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["recipe.yaml"]  # no run directory
+
+
+def test_an_unknown_env_id_suggests_the_close_one(in_tmp) -> None:
+    (in_tmp / "recipe.yaml").write_text(yaml.safe_dump({"envs": ["turngym/GuesNumber-v0"]}))
+    result = runner.invoke(app, ["train", "recipe.yaml"])
+    assert result.exit_code == 2 and "Did you mean: turngym/GuessNumber-v0," in result.output
+
+
+def test_train_help_documents_every_field() -> None:
+    import dataclasses
+    import subprocess
+    import sys
+
+    from turngym.trainer.config import SECTIONS
+
+    done = subprocess.run(
+        [sys.executable, "-m", "turngym", "train", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f"{section}.{f.name} (" in done.stdout
+
+
+def _fake_run(path, steps: int, slope: float) -> None:
+    path.mkdir()
+    records = [{"step": 0, "eval/e/success": 0.05, "eval/e/low": 0.02, "eval/e/high": 0.1}]
+    for s in range(1, steps + 1):
+        records.append(
+            {
+                "step": s,
+                "reward": slope * s,
+                "reward_std": 0.1,
+                "reward/won": slope * s,
+                "success": min(1, slope * s),
+                "invalid_rate": 1 - min(1, slope * s),
+                "turns": 2.5,
+                "sampled_tokens": 40.0,
+                "stop/terminated": 0.5,
+                "stop/truncated": 0.5,
+                "mismatch_kl": 1e-4,
+                "clip_fraction_low": 0.0,
+                "clip_fraction_high": 0.01,
+                "grad_norm": 1.0,
+                "time/rollout": 30.0,
+                "time/update": 60.0,
+                "time/sync": 0.5,
+                "tokens_per_s/rollout": 100.0,
+                "tokens_per_s/update": 150.0,
+            }  # fmt: skip
+        )
+    records.append({"step": steps, "eval/e/success": 0.8, "eval/e/low": 0.7, "eval/e/high": 0.87})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_plot_writes_one_png_per_topic_and_overlays_runs(in_tmp) -> None:
+    _fake_run(in_tmp / "a", 5, 0.1)
+    _fake_run(in_tmp / "b", 8, 0.05)
+    result = runner.invoke(app, ["plot", "a", "b", "--out", "plots"])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (in_tmp / "plots").iterdir())
+    assert written == ["kl_clip.png", "length.png", "reward.png", "success.png", "time.png"]
+    for name in written:
+        data = (in_tmp / "plots" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert [str(p) for p in plot_runs(["a"])] == [
+        f"a/plots/{n}" for n in ("reward.png", "success.png", "length.png", "kl_clip.png", "time.png")
+    ]
+
+
+def test_plot_of_a_directory_that_is_not_a_run_exits_2(in_tmp) -> None:
+    (in_tmp / "empty").mkdir()
+    result = runner.invoke(app, ["plot", "empty"])
+    assert result.exit_code == 2 and "is empty a turngym run directory?" in result.output

@@ -1,0 +1,97 @@
+"""Crash safety: a run killed with SIGKILL resumes to the same per-step metrics; Ctrl-C saves and exits 130."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.trainer.support import tiny_recipe
+from turngym.trainer.checkpoint import MARKER, complete_checkpoints
+from turngym.trainer.metrics import read_metrics
+
+SCRIPT = Path(__file__).with_name("train_script.py")
+REPO = Path(__file__).resolve().parents[2]
+TIMING = ("time/", "tokens_per_s/")
+
+
+def start(recipe: dict, tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    path = tmp_path / f"recipe-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(recipe))
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    command = [sys.executable, str(SCRIPT), str(path), *overrides]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def wait_for_step(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and any(r["step"] >= step for r in read_metrics(run_dir)):
+            return
+        assert process.poll() is None, finish(process)[1][-3000:]
+        time.sleep(0.05)
+    raise TimeoutError(f"step {step} did not come")
+
+
+def learning_metrics(run_dir: Path) -> dict[int, dict]:
+    return {r["step"]: {k: v for k, v in r.items() if not k.startswith(TIMING)} for r in read_metrics(run_dir)}
+
+
+def slow_recipe(model_dir, run_dir) -> dict:
+    """Six deterministic steps, a checkpoint every two; the env sleeps so a step lasts about a second."""
+    return tiny_recipe(
+        model_dir,
+        run_dir,
+        envs=[{"id": "tests/Vowels-v0", "kwargs": {"delay": 0.04}}],
+        run={"steps": 6, "checkpoint_every": 2, "deterministic": True},
+    )
+
+
+def test_sigkill_then_resume_repeats_the_uninterrupted_metrics(tiny_model_dir, tmp_path) -> None:
+    reference = tmp_path / "reference"
+    code, output = finish(start(slow_recipe(tiny_model_dir, reference), tmp_path))
+    assert code == 0, output[-3000:]
+
+    killed = tmp_path / "killed"
+    process = start(slow_recipe(tiny_model_dir, killed), tmp_path)
+    wait_for_step(killed, 3, process)  # after the step-2 checkpoint, before the end
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    saved = complete_checkpoints(killed)
+    assert saved and all((c / MARKER).is_file() for c in saved)
+    resumed_from = int(saved[-1].name.removeprefix("step-"))
+    assert 2 <= resumed_from < 6
+
+    code, output = finish(start(slow_recipe(tiny_model_dir, killed), tmp_path, "run.resume=auto"))
+    assert code == 0, output[-3000:]
+    assert f"resumed from {saved[-1]}" in output
+    expected, got = learning_metrics(reference), learning_metrics(killed)
+    assert sorted(got) == list(range(1, 7))
+    for step in range(1, 7):
+        assert got[step] == expected[step], f"step {step} differs after resuming from step {resumed_from}"
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny_model_dir, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    recipe = slow_recipe(tiny_model_dir, run_dir)
+    recipe["run"]["checkpoint_every"] = 0  # only the interrupt saves
+    process = start(recipe, tmp_path)
+    wait_for_step(run_dir, 1, process)
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process)
+    assert code == 130, output[-3000:]
+    [checkpoint] = complete_checkpoints(run_dir)
+    last = max(learning_metrics(run_dir))
+    assert checkpoint.name == f"step-{last:06d}" and last < 6
+    assert "checkpoint saved. Continue with --resume" in output
