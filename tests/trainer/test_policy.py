@@ -1,0 +1,41 @@
+"""TokenScorer against a plain transformers forward: same logprobs and gradients, whatever shortcuts it takes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from turngym.trainer.policy import CPU_ATTENTION, EAGER_MAX_KEYS, TokenScorer, load_model
+
+
+def plain_logps(model, input_ids: torch.Tensor, score_mask: torch.Tensor) -> torch.Tensor:
+    """log p(token t | tokens < t) from the full logits, 0 where not scored: what people write by hand."""
+    logits = model(input_ids=input_ids).logits.float()  # (N, T, V)
+    picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (N, T-1)
+    return torch.nn.functional.pad(picked, (1, 0)) * score_mask  # (N, T)
+
+
+@pytest.mark.parametrize("length", [EAGER_MAX_KEYS // 2, EAGER_MAX_KEYS + 60])  # the eager path, then SDPA
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix) -> None:
+    ours, _ = load_model(str(tiny_model_dir), torch.device("cpu"))
+    assert ours.config._attn_implementation == CPU_ATTENTION
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)  # transformers' default (SDPA)
+    generator = torch.Generator().manual_seed(length)
+    input_ids = torch.randint(5, 480, (4, length), generator=generator)  # (4, T)
+    input_ids[:, :40] = input_ids[0, :40]  # a shared prompt, as in a group
+    input_ids[3, length - 30 :] = 0  # a shorter, right-padded row
+    score_mask = torch.zeros(4, length)  # (4, T)
+    score_mask[:, 45 : length - 40 : 3] = 1
+    segments = torch.tensor([0, 0, 0, 1])  # rows 0-2 share their prefix; row 3 is scored alone
+
+    logps = TokenScorer(ours, share_prefix=share_prefix)(input_ids, score_mask, 1.0, segments)  # (4, T)
+    expected = plain_logps(plain, input_ids, score_mask)  # (4, T)
+    assert float((logps - expected).detach().abs().max()) < 1e-5
+    weights = torch.randn(4, length, generator=generator)  # (4, T) any loss that is linear in the logprobs
+    (logps * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for (name, ours_param), plain_param in zip(ours.named_parameters(), plain.parameters(), strict=True):
+        scale = float(plain_param.grad.abs().max())
+        assert float((ours_param.grad - plain_param.grad).abs().max()) <= 1e-4 * scale + 1e-7, name
