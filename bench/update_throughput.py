@@ -6,10 +6,13 @@ prompt, per episode 3 turns of 20 sampled tokens with 25 feedback tokens between
     turngym   `turngym.trainer.update.update`: GRPO, micro-batches of `--budget` padded tokens,
               the trainer's defaults (logprobs at sampled positions only, a group's prompt computed
               once), AdamW, grad clip 1.0
-    bare      the loop people write: the same micro-batches right-padded, full logits,
-              log_softmax over every position, masked policy-gradient loss, backward, AdamW
+    bare      the loop people write: the same micro-batches right-padded, transformers' default
+              attention (SDPA), full logits, log_softmax over every position, masked
+              policy-gradient loss, backward, AdamW
 
-Both in the precision the machine computes fastest (bf16 autocast where native, else fp32). The
+Both in the precision the machine computes fastest (bf16 autocast where native, else fp32); where
+bf16 is native, turngym's update also runs in fp32 (`model.autocast: off`), the measurement behind
+the `auto` default. Variants run interleaved, best of `--repeats` after one warm-up pass. The
 achieved FLOP/s counts the FLOPs turngym's update really performs (forward + backward = 3 x forward;
 forward = 2 x parameters x tokens computed + the head on scored tokens + attention) and is divided
 by a matmul peak measured here, in fp32 and in bf16.
@@ -28,7 +31,7 @@ import time
 
 import torch
 
-from turngym.agent.hardware import native_bf16
+from turngym.agent.hardware import keep_freed_memory, native_bf16
 from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
 from turngym.algos import GRPO
 from turngym.trainer.collate import StepRows, collate, plan_micro_batches
@@ -112,8 +115,11 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=4096)
     args = parser.parse_args()
 
+    from transformers import AutoModelForCausalLM
+
     from turngym.agent.models import resolve_model
 
+    keep_freed_memory()  # what `turngym train` does on CPU; process-wide, so the bare loop gets it too
     path = resolve_model(args.model)
     autocast = native_bf16("cpu")
     model, tokenizer = load_model(path, torch.device("cpu"))
@@ -122,33 +128,40 @@ def main() -> None:
     tokens = sum(rows.lengths())
     print(f"step: {len(rows)} episodes, {tokens} tokens, budget {args.budget}; bf16 autocast: {autocast}")
 
-    optimizer, schedule = make_optimizer(model, OptimizerConfig(lr=1e-6), total_steps=100)
-    learner = Learner(TokenScorer(model), model, optimizer, schedule, None, autocast, 1.0)
-    config = OptimizerConfig(lr=1e-6, micro_batch_tokens=args.budget)
-    ours = []
-    for _ in range(args.repeats + 1):
-        start = time.perf_counter()
-        update(learner, GRPO(), rows, config, CorrectionConfig(), Processes())
-        ours.append(time.perf_counter() - start)
+    def learner(precision: bool) -> tuple[Learner, OptimizerConfig]:
+        policy, _ = load_model(path, torch.device("cpu"))
+        optimizer, schedule = make_optimizer(policy, OptimizerConfig(lr=1e-6), total_steps=100)
+        return Learner(TokenScorer(policy), policy, optimizer, schedule, None, precision, 1.0)
 
-    bare_model, _ = load_model(path, torch.device("cpu"))
+    config = OptimizerConfig(lr=1e-6, micro_batch_tokens=args.budget)
+    runs = {"turngym": learner(autocast)}
+    if autocast:
+        runs["turngym fp32"] = learner(False)  # the measurement behind `model.autocast: auto`
+    bare_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)  # transformers' defaults (SDPA)
     bare_optimizer = torch.optim.AdamW(bare_model.parameters(), lr=1e-6)
-    bare = []
-    for _ in range(args.repeats + 1):
+    times: dict[str, list[float]] = {name: [] for name in [*runs, "bare"]}
+    for _ in range(args.repeats + 1):  # interleaved, so a noisy neighbour slows every variant alike
+        for name, variant in runs.items():
+            start = time.perf_counter()
+            update(variant, GRPO(), rows, config, CorrectionConfig(), Processes())
+            times[name].append(time.perf_counter() - start)
         start = time.perf_counter()
         bare_step(bare_model, bare_optimizer, rows, args.budget, autocast)
-        bare.append(time.perf_counter() - start)
+        times["bare"].append(time.perf_counter() - start)
 
-    ours_s, bare_s = min(ours[1:]), min(bare[1:])  # the first pass warms up allocators and caches
+    best = {name: min(t[1:]) for name, t in times.items()}  # the first pass warms up allocators and caches
     flops = update_flops(model, rows, args.budget)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, n=1024 if not autocast else 2048)
     peak = peak16 if autocast else peak32
-    print(f"turngym update: {ours_s:.1f} s, {tokens / ours_s:.0f} tokens/s  (runs: {[round(t, 1) for t in ours]})")
-    print(f"bare loop:      {bare_s:.1f} s, {tokens / bare_s:.0f} tokens/s  (runs: {[round(t, 1) for t in bare]})")
+    for name, seconds in best.items():
+        runs_text = [round(t, 1) for t in times[name]]
+        print(f"{name + ':':14s} {seconds:.1f} s, {tokens / seconds:.0f} tokens/s  (runs: {runs_text})")
     print(f"matmul peak: fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s")
-    print(f"turngym achieved {flops / ours_s / 1e9:.0f} GFLOP/s of {'bf16' if autocast else 'fp32'} work")
-    print(f"ratio: {bare_s / ours_s:.2f}")
-    print(f"peak_fraction: {flops / ours_s / peak:.2f}")
+    if autocast:
+        print(f"bf16 autocast vs fp32 update: {best['turngym fp32'] / best['turngym']:.2f}x faster")
+    print(f"turngym achieved {flops / best['turngym'] / 1e9:.0f} GFLOP/s of {'bf16' if autocast else 'fp32'} work")
+    print(f"ratio: {best['bare'] / best['turngym']:.2f}")
+    print(f"peak_fraction: {flops / best['turngym'] / peak:.2f}")
 
 
 if __name__ == "__main__":

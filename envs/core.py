@@ -10,8 +10,8 @@ Example:
     >>> env = turngym.make("turngym/GuessNumber-v0")
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step("I think it is [50]")
-    >>> sorted(info["rewards"]), sorted(info["metrics"])[:2]
-    (['invalid', 'won'], ['invalid_action', 'won'])
+    >>> sorted(info["rewards"]), sorted(info["metrics"])
+    (['invalid', 'ruled_out', 'won'], ['invalid_action', 'ruled_out', 'won'])
 """
 
 from __future__ import annotations

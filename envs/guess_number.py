@@ -9,6 +9,7 @@ from typing_extensions import override
 from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed, parse_int
 
 INVALID_WEIGHT = -0.1  # per invalid, out-of-range or repeated guess
+RULED_OUT_WEIGHT = 0.0  # per guess the earlier feedback had already ruled out (a shaping component, off by default)
 
 
 class GuessNumber(TextEnv):
@@ -16,7 +17,9 @@ class GuessNumber(TextEnv):
 
     Binary search needs ceil(log2(high - low + 2)) guesses: 7 for 1..100, the default turn budget.
 
-    Reward components: `won` (1 on the winning guess), `invalid` (1 per unusable guess).
+    Reward components: `won` (1 on the winning guess), `invalid` (1 per unusable guess),
+    `ruled_out` (1 per guess outside the range the earlier answers left open, e.g. [3] after "higher
+    than 5"; weight 0 by default: give it a negative weight to teach reading the feedback).
 
     Example:
         >>> env = GuessNumber(low=1, high=10)
@@ -27,7 +30,7 @@ class GuessNumber(TextEnv):
         'Correct! The number was 9. You won in 2 guesses.'
     """
 
-    default_reward_weights = {"won": 1.0, "invalid": INVALID_WEIGHT}
+    default_reward_weights = {"won": 1.0, "invalid": INVALID_WEIGHT, "ruled_out": RULED_OUT_WEIGHT}
     default_max_turns = 7
 
     def __init__(self, low: int = 1, high: int = 100, **kwargs: Any) -> None:
@@ -40,6 +43,7 @@ class GuessNumber(TextEnv):
     def on_reset(self, options: dict[str, Any]) -> str:
         self.secret = int(self.np_random.integers(self.low, self.high + 1))
         self.guessed: set[int] = set()
+        self.open_low, self.open_high = self.low, self.high  # what the answers so far leave open
         return (
             f"I am thinking of a whole number between {self.low} and {self.high} (inclusive). "
             f"You have {self.max_turns} guesses. After each guess I say whether the number is higher "
@@ -51,7 +55,8 @@ class GuessNumber(TextEnv):
         left = self.max_turns - self.turn
         guess = parse_int(last_bracketed(action))
         if guess is None:
-            problem = "Invalid guess: put one whole number in square brackets, for example [42]."
+            example = (self.low + self.high) // 2  # in range, as in the first observation
+            problem = f"Invalid guess: put one whole number in square brackets, for example [{example}]."
         elif not self.low <= guess <= self.high:
             problem = f"{guess} is out of range: the number is between {self.low} and {self.high}."
         elif guess in self.guessed:
@@ -66,10 +71,18 @@ class GuessNumber(TextEnv):
                 f"Correct! The number was {guess}. You won in {count_of(self.turn, 'guess')}.",
                 {"won": 1.0},
                 terminated=True,
-                metrics={"won": True, "guesses": self.turn},
+                metrics={"won": True, "guesses": self.turn, "ruled_out": False},
             )
-        direction = "higher" if self.secret > guess else "lower"
-        return Turn(f"{guess} is wrong: the number is {direction} than {guess}. {_left(left)}")
+        ruled_out = not self.open_low <= guess <= self.open_high
+        if self.secret > guess:
+            direction, self.open_low = "higher", max(self.open_low, guess + 1)
+        else:
+            direction, self.open_high = "lower", min(self.open_high, guess - 1)
+        return Turn(
+            f"{guess} is wrong: the number is {direction} than {guess}. {_left(left)}",
+            {"ruled_out": float(ruled_out)},
+            metrics={"ruled_out": ruled_out},
+        )
 
 
 def _left(n: int) -> str:

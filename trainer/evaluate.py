@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from turngym.agent.generator import SamplingParams
+from turngym.agent.records import Trajectory, save_episodes
 from turngym.agent.rollout import collect_groups
 from turngym.trainer.config import EnvConfig
 from turngym.trainer.distributed import Processes
@@ -83,8 +85,19 @@ def evaluate_envs(
     sampling: SamplingParams,
     max_context_tokens: int | None,
     procs: Processes,
+    episodes_path: Path | None = None,
 ) -> list[EnvEval]:
-    """Play `episodes` held-out episodes per env (shared over processes) and score them."""
+    """Play `episodes` held-out episodes per env (shared over processes) and score them.
+
+    Args:
+        generator: the policy's sampler.
+        envs: the envs to evaluate (the recipe's).
+        episodes: episodes per env, one per held-out seed.
+        sampling: sampling settings.
+        max_context_tokens: token budget of an episode.
+        procs: the run's processes.
+        episodes_path: also write every episode there (JSONL, `turngym.agent.load_episodes` reads it).
+    """
     results = []
     for env in envs:
         seeds = eval_seeds(episodes)
@@ -102,7 +115,11 @@ def evaluate_envs(
             progress=False,
             errors="record",
         )
-        trajectories = [t for part in procs.gather(groups) for g in part for t in g.trajectories]
+        gathered = [g for part in procs.gather(groups) for g in part]
+        if episodes_path is not None and procs.is_main:
+            episodes_path.parent.mkdir(parents=True, exist_ok=True)
+            save_episodes(episodes_path, gathered)
+        trajectories = [t for g in gathered for t in g.trajectories]
         done = [t for t in trajectories if t.stop_reason != "error"]
         wins = sum(success(t) for t in done)
         turns = [turn for t in done for turn in t.turns]
@@ -124,3 +141,13 @@ def evaluate_envs(
             )
         )
     return results
+
+
+def transcript(trajectory: Trajectory, width: int = 100) -> list[str]:
+    """An episode as short lines: `> action` and `< feedback`, one line each, cut at `width` characters."""
+
+    def line(mark: str, text: str) -> str:
+        flat = " ".join(text.split())
+        return f"{mark} {flat if len(flat) <= width else flat[: width - 3] + '...'}"
+
+    return [part for turn in trajectory.turns for part in (line(">", turn.action), line("<", turn.feedback))]

@@ -33,11 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from turngym.agent.generator import SamplingParams
 from turngym.agent.hardware import keep_freed_memory
 from turngym.agent.models import resolve_model
-from turngym.agent.records import TrajectoryGroup
+from turngym.agent.records import TrajectoryGroup, load_episodes
 from turngym.agent.rollout import collect_groups
 from turngym.algos import Objective, Selection
 from turngym.trainer import checkpoint as ckpt
@@ -45,8 +46,8 @@ from turngym.trainer.collate import StepRows
 from turngym.trainer.config import TrainConfig, check_envs, dump_recipe
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
-from turngym.trainer.evaluate import EnvEval, evaluate_envs
-from turngym.trainer.metrics import MetricsLog, rollout_metrics
+from turngym.trainer.evaluate import EnvEval, evaluate_envs, transcript
+from turngym.trainer.metrics import MetricsLog, rollout_metrics, success
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
 from turngym.trainer.run import LOG, RunDir, open_run
 from turngym.trainer.seeds import SeedCursor, mixture_counts, step_rng
@@ -393,8 +394,10 @@ def _evaluate(config, generator, procs, run_dir, step, log, display) -> list[Env
     sampling = SamplingParams(
         temperature=temperature, top_p=config.rollout.top_p, max_tokens=config.rollout.max_tokens, seed=config.run.seed
     )
+    episodes_path = eval_episodes_path(run_dir, step)
+    episodes_path.unlink(missing_ok=True)  # an evaluation cut short by a crash is redone whole
     results = evaluate_envs(
-        generator, config.envs, config.eval.episodes, sampling, config.rollout.max_context_tokens, procs
+        generator, config.envs, config.eval.episodes, sampling, config.rollout.max_context_tokens, procs, episodes_path
     )
     seconds = time.perf_counter() - start
     if procs.is_main:
@@ -412,6 +415,11 @@ def _evaluate(config, generator, procs, run_dir, step, log, display) -> list[Env
             f"invalid turns {r.invalid_rate:.0%} [{seconds:.0f}s]"
         )
     return results
+
+
+def eval_episodes_path(run_dir: Path, step: int) -> Path:
+    """Where the held-out episodes of the evaluation at `step` are saved."""
+    return Path(run_dir) / "eval" / f"step-{step:06d}.jsonl"
 
 
 def _read_evals(run_dir: Path) -> dict[int, list[EnvEval]]:
@@ -432,10 +440,25 @@ def _summarise(result: TrainResult, display: Display) -> None:
         f"peak memory {result.peak_memory_gib:.1f} GiB; run: {result.run_dir}"
     )
     if 0 in result.evals and result.step in result.evals and result.step != 0:
+        _show_example(result.run_dir, result.step, display)
         for before, after in zip(result.evals[0], result.evals[result.step], strict=True):
             display.print(f"[bold]{before.env_id}[/bold] success before {before.summary()} -> after {after.summary()}")
     if result.plots:
         display.print(f"plots: {result.plots[0].parent}/ ({', '.join(p.name for p in result.plots)})")
+
+
+def _show_example(run_dir: Path, step: int, display: Display) -> None:
+    """The first held-out episode, played before training and after: what the numbers mean."""
+    paths = [eval_episodes_path(run_dir, 0), eval_episodes_path(run_dir, step)]
+    if not all(p.is_file() for p in paths):
+        return
+    before, after = (load_episodes(p)[0] for p in paths)
+    display.print(f"held-out episode {before.env_id} seed {before.seed}, before and after training:")
+    for when, group in (("before", before), ("after", after)):
+        [trajectory] = group.trajectories
+        display.print(f"  [bold]{when}[/bold]: {'won' if success(trajectory) else 'not won'}")
+        for line in transcript(trajectory):
+            display.print(f"    [dim]{escape(line)}[/dim]")
 
 
 class Interrupts:

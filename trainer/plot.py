@@ -151,8 +151,11 @@ def _draw(ax: Any, panel: dict[str, Any], runs: dict[str, dict[str, Any]]) -> No
                 low = [v - s for v, s in zip(values, std, strict=False)]
                 high = [v + s for v, s in zip(values, std, strict=False)]
                 ax.fill_between(steps, low, high, color=color, alpha=0.15)
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(panel["title"], fontsize=10)
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_ylabel(panel["ylabel"])
     if panel.get("unit"):
         ax.set_ylim(-0.02, 1.02)

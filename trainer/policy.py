@@ -88,7 +88,8 @@ class TokenScorer(nn.Module):
     Rows that start with the same tokens (the episodes of a group share their first prompt) share
     that prefix's computation: it runs once, for one row, and its keys and values are repeated for
     every row, with gradients flowing back through them, so the result equals the plain forward
-    pass (tested) while a group of G episodes pays for its prompt once instead of G times.
+    pass (tested) while a group of G episodes pays for its prompt once instead of G times. Rows
+    that are identical (episodes that played the same moves) are computed once.
 
     Args:
         model: a Hugging Face causal LM whose logits are `lm_head(last hidden state)` (Llama, Qwen,
@@ -127,7 +128,19 @@ class TokenScorer(nn.Module):
         return out
 
     def _score(self, input_ids: Tensor, score_mask: Tensor, temperature: float) -> Tensor:
-        """`forward` for one segment: (n, T) logprobs."""
+        """`forward` for one segment: (n, T) logprobs, each distinct row computed once."""
+        width = input_ids.shape[1]
+        rows = torch.cat([input_ids, score_mask.to(input_ids.dtype)], dim=1)  # (n, 2T) tokens and what is scored
+        distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)  # (u, 2T), (n,)
+        if len(distinct) == len(rows):
+            return self._score_rows(input_ids, score_mask, temperature)
+        # Episodes of a group often repeat each other once the policy is confident: identical rows have
+        # identical logprobs, and indexing sums their gradients, so this is exact.
+        logps = self._score_rows(distinct[:, :width], distinct[:, width:].to(score_mask.dtype), temperature)  # (u, T)
+        return logps[inverse]  # (n, T)
+
+    def _score_rows(self, input_ids: Tensor, score_mask: Tensor, temperature: float) -> Tensor:
+        """(n, T) logprobs of one segment's rows."""
         select = score_mask[:, 1:].bool()  # (n, T-1) position t-1 predicts token t
         if not bool(select.any()):  # score one token anyway: every parameter must take part (DDP)
             select = select.clone()

@@ -4,6 +4,7 @@ runs/<name>/
     recipe.yaml        the resolved recipe (every field, defaults included)
     metrics.jsonl      one line per step (see `turngym.trainer.metrics`)
     eval.jsonl         held-out evaluations (step 0 = before training)
+    eval/step-XXXXXX.jsonl   the episodes of each evaluation
     train.log          warnings and tracebacks (failed episodes, skipped updates)
     checkpoints/step-XXXXXX/   Hugging Face model + trainer state (see `checkpoint.py`)
     tensorboard/       with `run.tensorboard: true`

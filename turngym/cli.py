@@ -150,7 +150,7 @@ def play(
     total = sum(env.reward_weights[k] * v for k, v in totals.items())
     console.print(
         f"Result: {'WON' if metrics.get('won') else 'not won'} after {env.turn} turns ({ending}); "
-        f"total reward {total:+.4g} ({', '.join(f'{k}={v:g}' for k, v in totals.items())})"
+        f"total reward {total:+.4g}{_components(totals)}"
     )
 
 

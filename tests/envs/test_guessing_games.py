@@ -17,7 +17,7 @@ def test_guess_number_scripted_episode() -> None:
     secret = env.secret
     low_guess, high_guess = (1, 10) if secret not in (1, 10) else (2, 9)
     steps = [
-        ("no brackets", "Invalid guess", -0.1),
+        ("no brackets", "Invalid guess: put one whole number in square brackets, for example [5].", -0.1),
         ("[11]", "11 is out of range", -0.1),
         (f"[{low_guess}]", f"the number is {'higher' if secret > low_guess else 'lower'}", 0.0),
         (f"[{low_guess}]", f"You already guessed {low_guess}", -0.1),
@@ -27,6 +27,25 @@ def test_guess_number_scripted_episode() -> None:
         obs, r, terminated, truncated, info = env.step(action)
         assert expected in obs and r == pytest.approx(reward)
     assert terminated and not truncated and info["metrics"]["won"] and info["metrics"]["guesses"] == 5
+
+
+def test_guess_number_marks_guesses_the_feedback_ruled_out() -> None:
+    env = make("turngym/GuessNumber-v0", low=1, high=10, max_turns=6, reward_weights={"ruled_out": -0.5})
+    env.reset(seed=0)
+    env.secret = 7  # the answers below follow from it
+    steps = [  # (guess, ruled out by the answers before it)
+        ("[3]", False),  # higher: 4..10 open
+        ("[2]", True),  # below the open range
+        ("[9]", False),  # lower: 4..8 open
+        ("[10]", True),  # above it
+        ("[5]", False),  # higher: 6..8 open
+    ]
+    for action, ruled_out in steps:
+        _, reward, _, _, info = env.step(action)
+        assert info["rewards"]["ruled_out"] == float(ruled_out) and info["metrics"]["ruled_out"] is ruled_out
+        assert reward == pytest.approx(-0.5 * ruled_out)
+    _, reward, terminated, _, info = env.step("[7]")
+    assert terminated and reward == 1.0 and info["rewards"]["ruled_out"] == 0.0
 
 
 def test_binary_search_wins_guess_number_within_seven_turns_on_100_seeds() -> None:

@@ -18,7 +18,8 @@ def plain_logps(model, input_ids: torch.Tensor, score_mask: torch.Tensor) -> tor
 
 @pytest.mark.parametrize("length", [EAGER_MAX_KEYS // 2, EAGER_MAX_KEYS + 60])  # the eager path, then SDPA
 @pytest.mark.parametrize("share_prefix", [True, False])
-def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix) -> None:
+@pytest.mark.parametrize("repeated_row", [False, True])  # identical episodes are computed once
+def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix, repeated_row) -> None:
     ours, _ = load_model(str(tiny_model_dir), torch.device("cpu"))
     assert ours.config._attn_implementation == CPU_ATTENTION
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)  # transformers' default (SDPA)
@@ -28,6 +29,8 @@ def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix) -
     input_ids[3, length - 30 :] = 0  # a shorter, right-padded row
     score_mask = torch.zeros(4, length)  # (4, T)
     score_mask[:, 45 : length - 40 : 3] = 1
+    if repeated_row:
+        input_ids[2] = input_ids[1]
     segments = torch.tensor([0, 0, 0, 1])  # rows 0-2 share their prefix; row 3 is scored alone
 
     logps = TokenScorer(ours, share_prefix=share_prefix)(input_ids, score_mask, 1.0, segments)  # (4, T)

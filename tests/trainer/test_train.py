@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -9,10 +11,13 @@ from transformers import AutoModelForCausalLM
 
 from tests.helpers import chat_prompt, hf_token_logps
 from tests.trainer.support import Flaky, tiny_recipe
-from turngym.agent import SamplingParams
+from turngym.agent import SamplingParams, load_episodes
 from turngym.trainer import load_recipe, train
 from turngym.trainer.checkpoint import latest_checkpoint
+from turngym.trainer.evaluate import wilson_interval
+from turngym.trainer.loop import eval_episodes_path
 from turngym.trainer.metrics import read_metrics
+from turngym.trainer.seeds import EVAL_SEED_BASE, eval_seeds
 
 OBJECTIVES = {
     "pg": {"name": "pg"},
@@ -110,3 +115,21 @@ def test_tensorboard_gets_the_same_scalars_as_the_jsonl(engine, tiny_model_dir, 
     logged = {e.step: e.value for e in events.Scalars("reward")}
     assert logged == pytest.approx({r["step"]: r["reward"] for r in read_metrics(result.run_dir)})
     assert {"time/update", "grad_norm", "mismatch_kl"} <= set(events.Tags()["scalars"])
+
+
+def test_held_out_evaluation_before_and_after(engine, tiny_model_dir, tmp_path, capsys) -> None:
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", eval={"at_start": True, "at_end": True, "episodes": 5})
+    result = train(load_recipe(recipe), generator=engine)
+    assert sorted(result.evals) == [0, 1]
+    for step, [evaluation] in result.evals.items():
+        groups = load_episodes(eval_episodes_path(result.run_dir, step))
+        assert [g.seed for g in groups] == eval_seeds(5)  # the same held-out seeds at every evaluation
+        assert all(len(g.trajectories) == 1 for g in groups)
+        won = sum(bool(g.trajectories[0].metrics.get("won")) for g in groups)
+        assert evaluation.episodes == 5 and evaluation.successes == won
+        assert (evaluation.low, evaluation.high) == pytest.approx(wilson_interval(won, 5))
+    logged = [json.loads(line)["step"] for line in (result.run_dir / "eval.jsonl").read_text().splitlines()]
+    assert logged == [0, 1]
+    out = capsys.readouterr().out
+    assert "success before" in out and "-> after" in out
+    assert f"held-out episode tests/Vowels-v0 seed {EVAL_SEED_BASE}, before and after training" in out
