@@ -124,10 +124,20 @@ def plan_micro_batches(
     return [sorted(batch, key=lambda r: -lengths[r]) for batch in batches]
 
 
-def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
-    """Share of padded positions in the planned micro-batches."""
-    real = sum(lengths[r] for batch in batches for r in batch)
-    padded = sum(len(batch) * max(lengths[r] for r in batch) for batch in batches if batch)
+def padding_fraction(
+    batches: Sequence[Sequence[int]], lengths: Sequence[int], group_ids: Sequence[int] | None = None
+) -> float:
+    """Share of padded positions in the planned micro-batches.
+
+    With `group_ids`, each group's rows in a micro-batch are padded only to their own longest row
+    (the scorer computes a micro-batch group by group and stops at a group's last token).
+    """
+    blocks: dict[tuple[int, int], list[int]] = {}
+    for b, batch in enumerate(batches):
+        for r in batch:
+            blocks.setdefault((b, int(group_ids[r]) if group_ids is not None else 0), []).append(lengths[r])
+    real = sum(sum(block) for block in blocks.values())
+    padded = sum(len(block) * max(block) for block in blocks.values())
     return 1.0 - real / padded if padded else 0.0
 
 

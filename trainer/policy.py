@@ -133,11 +133,33 @@ class TokenScorer(nn.Module):
         rows = torch.cat([input_ids, score_mask.to(input_ids.dtype)], dim=1)  # (n, 2T) tokens and what is scored
         distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)  # (u, 2T), (n,)
         if len(distinct) == len(rows):
-            return self._score_rows(input_ids, score_mask, temperature)
+            return self._score_buckets(input_ids, score_mask, temperature)
         # Episodes of a group often repeat each other once the policy is confident: identical rows have
         # identical logprobs, and indexing sums their gradients, so this is exact.
-        logps = self._score_rows(distinct[:, :width], distinct[:, width:].to(score_mask.dtype), temperature)  # (u, T)
+        logps = self._score_buckets(distinct[:, :width], distinct[:, width:].to(score_mask.dtype), temperature)
         return logps[inverse]  # (n, T)
+
+    def _score_buckets(self, input_ids: Tensor, score_mask: Tensor, temperature: float) -> Tensor:
+        """(n, T) logprobs, rows of very different lengths computed apart, each cut after its last scored token.
+
+        The model is causal, so positions after a row's last scored token change nothing: a bucket of
+        rows is computed only up to its longest row's last scored token. Rows are bucketed by that end
+        (`length_buckets`) so a 1-turn episode is not padded to a 3-turn one; each bucket pays for
+        the shared prefix once more, which the bucketing weighs.
+        """
+        n, width = input_ids.shape
+        scored = score_mask[:, 1:].bool()  # (n, T-1)
+        ends = [int(row.nonzero().max()) + 2 if bool(row.any()) else 0 for row in scored]  # last scored token + 1
+        buckets = length_buckets(ends, overhead=self._shared_prefix(input_ids, scored) + BUCKET_OVERHEAD_TOKENS)
+        if not buckets:  # nothing to score: `_score_rows` scores one token of row 0 (DDP needs every parameter)
+            buckets, ends = [[0]], [2] * n
+        out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)  # (n, T)
+        for bucket in buckets:
+            index = torch.tensor(bucket, device=input_ids.device)  # (b,)
+            end = max(ends[r] for r in bucket)
+            logps = self._score_rows(input_ids[index, :end], score_mask[index, :end], temperature)  # (b, end)
+            out = out.index_put((index,), nn.functional.pad(logps, (0, width - end)))  # (n, T)
+        return out
 
     def _score_rows(self, input_ids: Tensor, score_mask: Tensor, temperature: float) -> Tensor:
         """(n, T) logprobs of one segment's rows."""
@@ -181,3 +203,33 @@ class TokenScorer(nn.Module):
         positions = torch.arange(shared, input_ids.shape[1], device=input_ids.device)[None]  # (1, T - shared)
         out = decoder(input_ids=input_ids[:, shared:], past_key_values=cache, position_ids=positions, use_cache=True)
         return out.last_hidden_state  # (N, T - shared, H)
+
+
+BUCKET_OVERHEAD_TOKENS = 32  # a forward pass's fixed cost, in tokens, when deciding to split rows
+
+
+def length_buckets(ends: list[int], overhead: int) -> list[list[int]]:
+    """Rows (by index) in buckets of similar `ends`, minimising the padded tokens computed.
+
+    A bucket costs `rows x (its longest end - overhead) + overhead` tokens (the overhead is paid once
+    per bucket: the shared prefix and a pass's fixed cost). Rows with end 0 (nothing to score) are
+    left out. Exact minimum over splits of the rows sorted by end (dynamic programming, O(n^2)).
+
+    Example:
+        >>> length_buckets([100, 300, 110, 0], overhead=50)
+        [[0, 2], [1]]
+    """
+    order = sorted((r for r, end in enumerate(ends) if end > 0), key=lambda r: ends[r])
+    best = [0.0] + [float("inf")] * len(order)  # best[j]: cheapest cost of the first j rows
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        widest = ends[order[j - 1]]
+        for i in range(j):
+            cost = best[i] + (j - i) * max(widest - overhead, 0) + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    buckets, j = [], len(order)
+    while j > 0:
+        buckets.append(order[cut[j] : j])
+        j = cut[j]
+    return buckets[::-1]

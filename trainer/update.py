@@ -109,7 +109,8 @@ def update(
     ]
     active = [[r for r in part if computed[r]] for part in parts]
     plans = [[[part[i] for i in batch] for batch in plan] for part, plan in zip(active, plans, strict=True)]
-    sums.set("padding_fraction", padding_fraction([b for plan in plans for b in plan], lengths))
+    planned = [b for plan in plans for b in plan]
+    sums.set("padding_fraction", padding_fraction(planned, lengths, rows.group_ids.tolist()))
     sums.set("micro_batches", float(sum(len(plan) for plan in plans)))
     sums.set("rows_skipped", float(len(rows) - sum(computed)) / max(len(rows), 1))
     mine = [deal(plan, lengths, procs.world_size, procs.rank) for plan in plans]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from turngym.trainer.policy import CPU_ATTENTION, EAGER_MAX_KEYS, TokenScorer, load_model
+from turngym.trainer.policy import CPU_ATTENTION, EAGER_MAX_KEYS, TokenScorer, length_buckets, load_model
 
 
 def plain_logps(model, input_ids: torch.Tensor, score_mask: torch.Tensor) -> torch.Tensor:
@@ -19,7 +19,8 @@ def plain_logps(model, input_ids: torch.Tensor, score_mask: torch.Tensor) -> tor
 @pytest.mark.parametrize("length", [EAGER_MAX_KEYS // 2, EAGER_MAX_KEYS + 60])  # the eager path, then SDPA
 @pytest.mark.parametrize("share_prefix", [True, False])
 @pytest.mark.parametrize("repeated_row", [False, True])  # identical episodes are computed once
-def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix, repeated_row) -> None:
+@pytest.mark.parametrize("short_row", [False, True])  # a short episode among long ones: computed in its own bucket
+def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix, repeated_row, short_row) -> None:
     ours, _ = load_model(str(tiny_model_dir), torch.device("cpu"))
     assert ours.config._attn_implementation == CPU_ATTENTION
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)  # transformers' default (SDPA)
@@ -31,6 +32,9 @@ def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix, r
     score_mask[:, 45 : length - 40 : 3] = 1
     if repeated_row:
         input_ids[2] = input_ids[1]
+    if short_row:  # row 0 ends early: at the longer length it is computed in a bucket of its own
+        input_ids[0, 60:] = 0
+        score_mask[0, 58:] = 0
     segments = torch.tensor([0, 0, 0, 1])  # rows 0-2 share their prefix; row 3 is scored alone
 
     logps = TokenScorer(ours, share_prefix=share_prefix)(input_ids, score_mask, 1.0, segments)  # (4, T)
@@ -42,3 +46,11 @@ def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix, r
     for (name, ours_param), plain_param in zip(ours.named_parameters(), plain.parameters(), strict=True):
         scale = float(plain_param.grad.abs().max())
         assert float((ours_param.grad - plain_param.grad).abs().max()) <= 1e-4 * scale + 1e-7, name
+
+
+def test_length_buckets_minimise_the_padded_tokens() -> None:
+    # sorted ends 100, 110 | 300: together 3 x (300 - 50) + 50 = 800; apart 2 x 60 + 50 + 250 + 50 = 470
+    assert length_buckets([100, 300, 110, 0], overhead=50) == [[0, 2], [1]]  # end 0: nothing to score, left out
+    # close ends stay together: 4 x (130 - 80) + 80 = 280 beats any split (each split adds 80)
+    assert length_buckets([100, 110, 120, 130], overhead=80) == [[0, 1, 2, 3]]
+    assert length_buckets([0, 0], overhead=10) == []

@@ -45,6 +45,9 @@ def test_plan_micro_batches_respects_the_token_budget_and_sorts_by_length() -> N
     assert batches == [[5], [1, 3], [4, 2, 0]]  # 60 | 50+40 (2x50) | 30+20+10 (3x30)
     # padding: batch 2 pads 10, batch 3 pads 10 + 20, of 60 + 100 + 90 positions
     assert padding_fraction(batches, lengths) == pytest.approx(40 / 250)
+    # computed group by group, each group padded to its own longest row: here every block is one row
+    assert padding_fraction(batches, lengths, [0, 0, 1, 1, 2, 2]) == 0.0
+    assert padding_fraction([[1, 0, 5]], lengths, [0, 0, 1, 1, 2, 2]) == pytest.approx(40 / 160)  # 50+50 | 60
 
 
 def test_plan_micro_batches_keeps_groups_whole_when_asked() -> None:
