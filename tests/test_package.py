@@ -30,6 +30,15 @@ def test_subsystems_install_from_the_root_folders() -> None:
         assert Path(module.__file__).parent == ROOT / folder
 
 
+def test_import_turngym_registers_the_built_in_ids_with_gymnasium() -> None:
+    code = (
+        "import gymnasium, turngym; env = gymnasium.make('turngym/GuessNumber-v0', high=8); "
+        "obs, info = env.reset(seed=0); print(type(env.unwrapped).__name__, 'between 1 and 8' in obs)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["GuessNumber", "True"]
+
+
 def test_import_turngym_is_light() -> None:
     """The front door must not drag in torch, transformers, vLLM or env packages."""
     heavy = "('torch', 'transformers', 'vllm', 'textarena', 'math_verify', 'reasoning_gym')"

@@ -1,7 +1,9 @@
 """turngym: train and evaluate LLM agents on multi-turn text environments.
 
 The names below are re-exported lazily (PEP 562), so `import turngym` stays fast and does not import
-torch, transformers or vLLM until one of them is used. `_EXPORTS` is the whole table.
+torch, transformers or vLLM until one of them is used. `_EXPORTS` is the whole table. Importing
+`turngym` registers the built-in env ids with Gymnasium (entry-point strings: no env module is
+imported), so `gymnasium.make("turngym/GuessNumber-v0")` works after `import turngym`.
 """
 
 from __future__ import annotations
@@ -69,3 +71,6 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'turngym' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+import turngym.envs  # noqa: E402, F401 (registers the built-in ids with Gymnasium; imports gymnasium and numpy only)
