@@ -176,11 +176,13 @@ def _umask() -> int:
 
 def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path, *, label: str, progress: bool) -> None:
     """Dequantize a GGUF checkpoint with transformers and write a plain HF directory to `out`."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     steps = ["reading tokenizer", "dequantizing GGUF weights", "writing safetensors", "writing tokenizer"]
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar, _quiet_transformers():
+    stderr = Console(stderr=True)  # stdout is for the path (`P=$(turngym models prepare)`)
+    with Progress(*columns, console=stderr, disable=not progress, transient=False) as bar, _quiet_transformers():
         task = bar.add_task(f"converting {gguf_file}: {steps[0]}", total=len(steps))
 
         def advance(step: int) -> None:

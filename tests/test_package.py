@@ -61,6 +61,32 @@ def test_cli_help_lists_only_working_commands() -> None:
     assert "models" in out
 
 
+@pytest.mark.parametrize("args", [["-h"], ["envs", "-h"], ["models", "prepare", "-h"]])
+def test_cli_short_help_option(args) -> None:
+    out = subprocess.run([*TURNGYM, *args], capture_output=True, text=True, check=True).stdout
+    usage = next(line for line in out.splitlines() if "Usage:" in line)
+    assert usage.split("[OPTIONS]")[0].split() == ["Usage:", "python", "-m", "turngym", *args[:-1]]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["check", "turngym/GuessNumber-v0", "--fuzz", "-5"], "--fuzz"),
+        (["play", "turngym/GuessNumber-v0", "--seed", "-1"], "--seed"),
+    ],
+)
+def test_cli_rejects_negative_counts_and_seeds_before_doing_anything(args, option) -> None:
+    env = {**os.environ, "COLUMNS": "200"}  # the error box must not wrap the message
+    proc = subprocess.run([*TURNGYM, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
+    assert proc.returncode == 2
+    assert f"Invalid value for '{option}'" in proc.stderr and "greater than or equal to 0" in proc.stderr
+
+
+def test_cli_version() -> None:
+    out = subprocess.run([*TURNGYM, "--version"], capture_output=True, text=True, check=True).stdout
+    assert out == f"turngym {turngym.__version__}\n"
+
+
 def test_cli_models_list_shows_the_default_alias(tmp_path: Path) -> None:
     env = {**os.environ, "TURNGYM_CACHE": str(tmp_path), "COLUMNS": "200"}
     out = subprocess.run([*TURNGYM, "models", "list"], capture_output=True, text=True, check=True, env=env).stdout
@@ -71,12 +97,13 @@ def test_cli_models_list_shows_the_default_alias(tmp_path: Path) -> None:
 def test_cli_models_prepare_unknown_alias_fails_clearly() -> None:
     proc = subprocess.run([*TURNGYM, "models", "prepare", "gpt-17"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "unknown model alias 'gpt-17'" in proc.stdout and "smollm2-135m" in proc.stdout
+    assert "unknown model alias 'gpt-17'" in proc.stderr and "smollm2-135m" in proc.stderr and not proc.stdout
 
 
-def test_cli_models_prepare_prints_the_prepared_path(smollm2_dir: Path) -> None:
-    out = subprocess.run([*TURNGYM, "models", "prepare"], capture_output=True, text=True, check=True).stdout
-    assert "already prepared" in out and out.strip().splitlines()[-1] == str(smollm2_dir)
+def test_cli_models_prepare_prints_only_the_path_on_stdout(smollm2_dir: Path) -> None:
+    proc = subprocess.run([*TURNGYM, "models", "prepare"], capture_output=True, text=True, check=True)
+    assert proc.stdout == f"{smollm2_dir}\n"  # so `P=$(turngym models prepare)` works
+    assert "already prepared" in proc.stderr
 
 
 def test_regular_install_maps_the_root_folders_into_turngym(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ app = typer.Typer(
     help="Train and evaluate LLM agents on multi-turn text environments.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
 )
 models_app = typer.Typer(
     help="Embedded models: list them and prepare them for transformers/vLLM.", no_args_is_help=True
@@ -21,6 +22,24 @@ envs_app = typer.Typer(help="Text environments: list the ids you can make.", no_
 app.add_typer(envs_app, name="envs")
 
 console = Console()
+err_console = Console(stderr=True)  # messages that must not mix with a command's output
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from turngym import __version__
+
+        typer.echo(f"turngym {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train and evaluate LLM agents on multi-turn text environments."""
 
 
 @models_app.command("list")
@@ -45,14 +64,14 @@ def models_prepare(
     from turngym.agent.models import MODEL_ALIASES, ModelNotFoundError, is_prepared, prepare_model
 
     if name not in MODEL_ALIASES:
-        console.print(f"[red]unknown model alias {name!r}[/red]; known: {', '.join(MODEL_ALIASES)}")
+        err_console.print(f"[red]unknown model alias {name!r}[/red]; known: {', '.join(MODEL_ALIASES)}")
         raise typer.Exit(2)
     if is_prepared(name) and not force:
-        console.print(f"{name} is already prepared")
+        err_console.print(f"{name} is already prepared")
     try:
         path = prepare_model(name, force=force)
     except ModelNotFoundError as err:
-        console.print(f"[red]{err}[/red]")
+        err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from err
     typer.echo(str(path))  # plain, unwrapped: scripts read this line
 
@@ -90,8 +109,8 @@ def envs_list(
 def check(
     target: str = typer.Argument(..., help="An env id, or MODULE:CLASS / path/to/file.py:CLASS of your own env."),
     kwarg: list[str] = typer.Option([], "--kwarg", "-k", help="Constructor argument KEY=VALUE (repeatable)."),
-    fuzz: int = typer.Option(1000, help="Number of fuzzed actions."),
-    seed: int = typer.Option(0, help="Seed for fuzzing and resets."),
+    fuzz: int = typer.Option(1000, min=0, help="Number of fuzzed actions."),
+    seed: int = typer.Option(0, min=0, help="Seed for fuzzing and resets."),
 ) -> None:
     """Check an environment with turngym's checker and Gymnasium's, and print a report."""
     from turngym.envs.checker import check_env, check_gymnasium
@@ -111,7 +130,7 @@ def check(
 @app.command("play")
 def play(
     env_id: str = typer.Argument(..., help="An env id (see `turngym envs list`) or MODULE:CLASS."),
-    seed: int | None = typer.Option(None, help="Episode seed (same seed, same game)."),
+    seed: int | None = typer.Option(None, min=0, help="Episode seed (same seed, same game)."),
     kwarg: list[str] = typer.Option([], "--kwarg", "-k", help="Constructor argument KEY=VALUE (repeatable)."),
     model: str | None = typer.Option(
         None, help="Let a model play: an alias, a model directory, or an endpoint's model name."
