@@ -10,11 +10,13 @@ later run would load.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -78,16 +80,17 @@ def resolve_model(name_or_path: str, *, progress: bool = True) -> str:
 
     Args:
         name_or_path: an alias from `MODEL_ALIASES` (e.g. `"smollm2-135m"`, converted once and
-            cached), a local Hugging Face model directory (used as is), or any other string, which
-            is passed through unchanged (e.g. a hub id, where a hub is reachable).
+            cached), a local Hugging Face model directory (used as is), or a hub id `org/name`,
+            passed through unchanged (where a hub is reachable).
         progress: show a progress display while converting an embedded model.
 
     Returns:
         A local directory path, or `name_or_path` unchanged for pass-through names.
 
     Raises:
-        ModelNotFoundError: the name looks like a filesystem path that does not exist, or the
-            package that carries an embedded model is not installed.
+        ModelNotFoundError: the name looks like a filesystem path that does not exist, is neither an
+            alias nor a hub id (the message suggests the closest alias), or the package that
+            carries an embedded model is not installed.
     """
     if name_or_path in MODEL_ALIASES:
         return str(prepare_model(name_or_path, progress=progress))
@@ -99,7 +102,18 @@ def resolve_model(name_or_path: str, *, progress: bool = True) -> str:
             f"model path {name_or_path!r} is not a directory. Give a Hugging Face model directory "
             f"or one of the aliases: {', '.join(MODEL_ALIASES)}."
         )
-    return name_or_path
+    if HUB_ID.fullmatch(name_or_path):
+        return name_or_path
+    close = [a for a in MODEL_ALIASES if a.startswith(name_or_path.lower())]
+    close += [a for a in difflib.get_close_matches(name_or_path.lower(), MODEL_ALIASES, n=3) if a not in close]
+    hint = f"Did you mean {' or '.join(close)}? " if close else ""
+    raise ModelNotFoundError(
+        f"unknown model {name_or_path!r}. {hint}Give an alias ({', '.join(MODEL_ALIASES)}), "
+        "a local model directory, or a hub id such as org/name."
+    )
+
+
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # org/name: only such names are passed to transformers/vLLM as hub ids
 
 
 def prepare_model(alias: str, *, force: bool = False, progress: bool = True) -> Path:

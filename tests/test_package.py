@@ -82,6 +82,20 @@ def test_cli_rejects_negative_counts_and_seeds_before_doing_anything(args, optio
     assert f"Invalid value for '{option}'" in proc.stderr and "greater than or equal to 0" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "smollm2"], "unknown model 'smollm2'. Did you mean smollm2-135m?"),
+        (["--model", "smollm2-135m", "-k", "hgh=8"], "unexpected keyword argument 'hgh'"),
+    ],
+)
+def test_cli_play_checks_its_arguments_before_loading_a_model(args, message) -> None:
+    env = {**os.environ, "COLUMNS": "300"}
+    proc = subprocess.run([*TURNGYM, "play", "turngym/GuessNumber-v0", *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert message in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_cli_version() -> None:
     out = subprocess.run([*TURNGYM, "--version"], capture_output=True, text=True, check=True).stdout
     assert out == f"turngym {turngym.__version__}\n"

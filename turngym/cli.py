@@ -138,8 +138,8 @@ def play(
     backend: str = typer.Option("vllm", help="With --model: vllm, hf, or openai (with --base-url)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint's API key."),
-    temperature: float = typer.Option(0.7, help="With --model: sampling temperature (0 = greedy)."),
-    max_tokens: int = typer.Option(256, help="With --model: tokens per reply."),
+    temperature: float = typer.Option(0.7, min=0.0, help="With --model: sampling temperature (0 = greedy)."),
+    max_tokens: int = typer.Option(256, min=1, help="With --model: tokens per reply."),
 ) -> None:
     """Play an environment in the terminal: you type one action per line (Ctrl-D stops), or --model plays."""
     if model is not None:
@@ -245,7 +245,15 @@ def _components(rewards: dict[str, float]) -> str:
 def _model_plays(env_id, seed, kwargs, model, backend, base_url, api_key_env, temperature, max_tokens) -> None:
     """One episode played by a model; prints the transcript."""
     from turngym.agent import SamplingParams, collect_groups
+    from turngym.agent.models import ModelNotFoundError, resolve_model
 
+    _load_env(env_id, kwargs)  # a bad env id or kwarg fails here, before any model loads
+    if backend in ("vllm", "hf") and base_url is None:
+        try:
+            model = resolve_model(model)
+        except ModelNotFoundError as err:
+            err_console.print(f"[red]ModelNotFoundError:[/red] {escape(str(err))}", highlight=False)
+            raise typer.Exit(2) from err
     if backend == "openai" or base_url is not None:
         from turngym.agent import OpenAIGenerator
 

@@ -22,13 +22,18 @@ def test_local_directory_is_used_as_is(tiny_model_dir: Path) -> None:
     assert resolve_model(str(tiny_model_dir)) == str(tiny_model_dir)
 
 
-def test_other_names_pass_through_unchanged() -> None:
+def test_hub_ids_pass_through_unchanged() -> None:
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def test_missing_path_names_the_aliases(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="smollm2-135m"):
         resolve_model(str(tmp_path / "does-not-exist"))
+    # neither an alias nor a hub id: an error at once, naming the closest alias (never a hub lookup)
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'smollm2'\. Did you mean smollm2-135m\?"):
+        resolve_model("smollm2")
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'gpt-17'\. Give an alias \(smollm2-135m\)"):
+        resolve_model("gpt-17")
 
 
 def test_unknown_alias_is_an_error() -> None:
