@@ -94,6 +94,7 @@ class TextArenaEnv(TextEnv):
             rewards, game_info = self.game.close()
         outcome = _as_reward((rewards or {}).get(0, 0.0))
         reason = (game_info or {}).get(0, {}).get("reason") or "the game ended."
+        invalid |= reason.lower().startswith("invalid move")  # the invalid move that ended the game
         feedback = "\n\n".join([*messages, f"Game over: {reason}"])
         return Turn(
             feedback,
@@ -117,7 +118,11 @@ class TextArenaEnv(TextEnv):
         import textarena as ta
 
         _, observation = self.game.get_observation()
-        return [text.strip() for _, text, kind in observation if kind != ta.ObservationType.PLAYER_ACTION]
+        messages = []
+        for entry in observation:  # (sender, text, kind) in most games; some put the kind first
+            if ta.ObservationType.PLAYER_ACTION not in entry:
+                messages += [part.strip() for part in entry if isinstance(part, str)]
+        return messages
 
     @contextlib.contextmanager
     def _own_random_state(self) -> Iterator[None]:

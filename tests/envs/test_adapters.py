@@ -48,6 +48,33 @@ def test_textarena_invalid_moves_get_feedback_not_exceptions() -> None:
     assert not terminated
 
 
+def test_textarena_an_invalid_move_that_ends_the_game_counts_as_invalid() -> None:
+    env = make("textarena/GuessTheNumber-v0")
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step("hello")  # the first invalid move: a warning
+    assert not terminated and info["metrics"]["invalid_action"]
+    obs, _, terminated, _, info = env.step("hello again")  # the second ends the game
+    assert terminated and obs.startswith("Game over: Invalid Move")
+    assert info["rewards"]["invalid"] == 1.0 and info["metrics"]["invalid_action"] and not info["metrics"]["won"]
+
+
+@pytest.mark.parametrize(
+    ("game", "move", "expected"),
+    [
+        ("Countdown-v0", "[0 1 +]", "(100 + 75)"),  # these games put the observation kind first in its tuple
+        ("Cryptarithm-v0", "[S 9]", "S → 9"),
+        ("Slitherlink-v0", "[h 0 3]", "+───+"),
+    ],
+)
+def test_textarena_games_whose_observations_are_ordered_differently_take_valid_moves(game, move, expected) -> None:
+    env = make(f"textarena/{game}")
+    env.reset(seed=0)
+    obs, _, _, _, info = env.step(move)
+    assert expected in obs and "could not process" not in obs
+    assert not info["metrics"]["invalid_action"] and "game_error" not in info["metrics"]
+    assert move not in obs  # the echo of the player's own move is left out
+
+
 def test_textarena_seeding_is_per_instance_and_leaves_global_random_alone() -> None:
     a, b = make("textarena/Minesweeper-v0"), make("textarena/Minesweeper-v0")
     random.seed(1234)
