@@ -44,21 +44,27 @@ class EnvCheckError(AssertionError):
 
 
 def check_env(
-    env: gymnasium.Env, *, fuzz: int = 1000, seed: int = 0, raise_on_failure: bool = True
+    env: gymnasium.Env,
+    *,
+    fuzz: int = 1000,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+    gymnasium_checker: bool = True,
 ) -> list[CheckResult]:
-    """Check a text env against turngym's contract.
+    """Check a text env against turngym's contract, then with Gymnasium's own checker.
 
     Checks: spaces and reward weights; reset types; same seed -> same first observation; same
     seed and actions -> same transitions; step types, finite rewards, reward = weighted sum of the
     components; the turn limit; stepping after the end; `fuzz` random and adversarial actions
     (empty, 1 MB, unicode, control characters, prompt-injection text) without an exception, with
-    a finite reward and non-empty feedback.
+    a finite reward and non-empty feedback; `gymnasium.utils.env_checker.check_env`.
 
     Args:
         env: the environment (a `TextEnv` or any Gymnasium env with the same text contract).
         fuzz: how many fuzzed actions to try.
         seed: seed for the fuzzed actions and episode resets.
         raise_on_failure: raise `EnvCheckError` if any check fails.
+        gymnasium_checker: also run Gymnasium's checker (see `check_gymnasium`) as the last check.
 
     Returns:
         One `CheckResult` per check.
@@ -82,6 +88,8 @@ def check_env(
             results.append(
                 CheckResult(name, False, f"{type(err).__name__}: {err} (at {where.filename}:{where.lineno})")
             )
+    if gymnasium_checker:
+        results.append(check_gymnasium(env))
     if raise_on_failure and not all(r.passed for r in results):
         raise EnvCheckError(results)
     return results
