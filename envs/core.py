@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Mapping
@@ -103,6 +104,11 @@ class TextEnv(gymnasium.Env[str, str]):
                 f"{type(self).__name__} has no reward component(s) {sorted(unknown)}; "
                 f"its components are {sorted(self.default_reward_weights)}"
             )
+        for name, weight in (reward_weights or {}).items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                raise ValueError(f"reward_weights[{name!r}] must be a finite number, got {weight!r}")
+        if max_turns is not None and (isinstance(max_turns, bool) or not isinstance(max_turns, int)):
+            raise TypeError(f"max_turns must be an int, got {max_turns!r} ({type(max_turns).__name__})")
         if max_turns is not None and max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
         if render_mode not in (None, *self.metadata["render_modes"]):

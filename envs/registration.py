@@ -87,7 +87,68 @@ def make(id: str, **kwargs: Any) -> TextEnv:
     info = _REGISTRY.get(id)
     if info is None:
         raise UnknownEnvError(_unknown_message(id))
-    return _load(info.entry_point)(**{**info.kwargs, **kwargs})
+    return construct(_load(info.entry_point), {**info.kwargs, **kwargs})
+
+
+def construct(factory: Callable[..., TextEnv], kwargs: dict[str, Any]) -> TextEnv:
+    """`factory(**kwargs)`, with one-line errors for a kwarg of the wrong type or an unknown one.
+
+    Arguments annotated `int`, `float`, `bool` or `str` in the constructors are type-checked first
+    (`high="abc"` is an error here, not a comparison failing deep inside the env); an argument no
+    constructor takes gets the list of those it does take.
+    """
+    accepted = _constructor_parameters(factory)
+    for name, value in kwargs.items():
+        expected = accepted.get(name)
+        if expected is not None and not _is_instance(value, expected):
+            raise TypeError(
+                f"{_name(factory)}: {name} must be {expected.__name__}, got {value!r} ({type(value).__name__})"
+            )
+    try:
+        return factory(**kwargs)
+    except TypeError as err:
+        if "unexpected keyword argument" not in str(err):
+            raise
+        unknown = next((n for n in kwargs if f"'{n}'" in str(err)), None)
+        close = difflib.get_close_matches(unknown or "", list(accepted), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"{_name(factory)} has no argument {unknown!r}.{hint} It takes: {', '.join(accepted)}") from err
+
+
+_SIMPLE_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _constructor_parameters(factory: Callable[..., Any]) -> dict[str, type | None]:
+    """Keyword parameters of `factory`'s `__init__` and of the bases its `**kwargs` reach, with simple types."""
+    import inspect
+
+    classes = [c for c in getattr(factory, "__mro__", ()) if "__init__" in vars(c) and c is not object]
+    out: dict[str, type | None] = {}
+    for cls in classes or [factory]:
+        init = cls.__init__ if isinstance(cls, type) else cls
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            break
+        for p in parameters:
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                annotation = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+                out.setdefault(p.name, _SIMPLE_TYPES.get(annotation))
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break  # this constructor does not pass further keywords on
+    return out
+
+
+def _is_instance(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _name(factory: Callable[..., Any]) -> str:
+    return getattr(factory, "__name__", repr(factory))
 
 
 def _load(entry_point: str | Callable[..., TextEnv]) -> Callable[..., TextEnv]:

@@ -86,7 +86,7 @@ def test_cli_rejects_negative_counts_and_seeds_before_doing_anything(args, optio
     ("args", "message"),
     [
         (["--model", "smollm2"], "unknown model 'smollm2'. Did you mean smollm2-135m?"),
-        (["--model", "smollm2-135m", "-k", "hgh=8"], "unexpected keyword argument 'hgh'"),
+        (["--model", "smollm2-135m", "-k", "hgh=8"], "GuessNumber has no argument 'hgh'. Did you mean 'high'?"),
     ],
 )
 def test_cli_play_checks_its_arguments_before_loading_a_model(args, message) -> None:

@@ -121,3 +121,41 @@ def test_100k_fuzzed_actions_per_built_in_env(env_id: str) -> None:
     """`bench/fuzz_envs.py` prints the throughput; this asserts zero contract breaks."""
     [fuzz_result] = [r for r in check_env(make(env_id), fuzz=100_000) if "fuzzed" in r.name]
     assert fuzz_result.passed
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "error", "message"),
+    [
+        ("turngym/GuessNumber-v0", {"high": "abc"}, TypeError, "GuessNumber: high must be int, got 'abc' (str)"),
+        (
+            "turngym/GuessNumber-v0",
+            {"hgh": 8},
+            TypeError,
+            "has no argument 'hgh'. Did you mean 'high'? It takes: low, high, max_turns",
+        ),
+        ("turngym/Game2048-v0", {"size": 2.5}, TypeError, "Game2048: size must be int, got 2.5 (float)"),
+        (
+            "turngym/GuessNumber-v0",
+            {"reward_weights": {"won": "x"}},
+            ValueError,
+            "reward_weights['won'] must be a finite number",
+        ),
+        (
+            "turngym/GuessNumber-v0",
+            {"reward_weights": {"won": float("nan")}},
+            ValueError,
+            "must be a finite number, got nan",
+        ),
+        ("turngym/GuessNumber-v0", {"max_turns": "3"}, TypeError, "max_turns must be an int, got '3' (str)"),
+    ],
+)
+def test_bad_env_kwargs_get_one_line_errors_at_construction(env_id, kwargs, error, message) -> None:
+    with pytest.raises(error) as caught:
+        make(env_id, **kwargs)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_kwargs_of_the_right_types_still_construct() -> None:
+    env = make("turngym/GuessNumber-v0", low=1, high=8, max_turns=3, reward_weights={"ruled_out": -0.5})
+    assert (env.high, env.max_turns, env.reward_weights["ruled_out"]) == (8, 3, -0.5)
+    assert make("turngym/MathVerify-v0", difficulty=2).max_turns >= 1  # float-annotated and kwargs-only reach too
