@@ -129,6 +129,31 @@ class _Episode:
         )
 
 
+def _check_rollout_arguments(
+    seeds: Sequence[int], group_size: int, max_turns: int | None, max_context_tokens: int | None
+) -> None:
+    """One-line errors for arguments that would otherwise give empty or silently cut episodes."""
+    if not _is_int(group_size) or group_size < 1:
+        raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
+    if len(seeds) == 0:
+        raise ValueError("seeds is empty: give one seed per group, e.g. range(8)")
+    if bad := [s for s in seeds if not _is_int(s) or s < 0]:
+        raise ValueError(f"seeds must be ints >= 0, got {bad[:3]!r}")
+    if max_turns is not None and (not _is_int(max_turns) or max_turns < 1):
+        raise ValueError(f"max_turns must be an int >= 1 (or None for the env's own limit), got {max_turns!r}")
+    if max_context_tokens is not None and (not _is_int(max_context_tokens) or max_context_tokens < 1):
+        raise ValueError(
+            f"max_context_tokens must be an int >= 1 (or None for the generator's max_model_len), "
+            f"got {max_context_tokens!r}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def collect_groups(
     env_id: str,
     seeds: Sequence[int],
@@ -172,8 +197,7 @@ def collect_groups(
     """
     from turngym.envs import make
 
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    _check_rollout_arguments(seeds, group_size, max_turns, max_context_tokens)
     limit = getattr(generator, "max_model_len", None)
     if max_context_tokens is None:
         max_context_tokens = limit or DEFAULT_CONTEXT_TOKENS
@@ -196,6 +220,12 @@ def collect_groups(
             if episode.stop_reason is None and chat is not None and len(episode.token_ids) >= max_context_tokens:
                 episode.end("context")
             episodes.append((group, episode))
+    if chat is not None and all(e.stop_reason == "context" for _, e in episodes):
+        shortest = min(len(e.token_ids) for _, e in episodes)
+        raise ValueError(
+            f"max_context_tokens={max_context_tokens} leaves no room to play: every episode's first prompt "
+            f"is longer (the shortest has {shortest} tokens); raise max_context_tokens"
+        )
     with _progress_bar(progress, len(episodes), env_id) as advance:
         live = [e for _, e in episodes if e.stop_reason is None]
         advance(len(episodes) - len(live), 0)

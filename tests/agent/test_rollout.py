@@ -79,9 +79,8 @@ def test_rollout_turn_limit_and_context_budget_end_episodes_without_crashing(tok
         assert trajectory.stop_reason == "context" and trajectory.truncated and len(trajectory.token_ids) <= 150
         check_token_layout(trajectory, tokenizer)
 
-    [group] = collect_groups("turngym/GuessNumber-v0", [0], 1, generator, max_context_tokens=10, progress=False)
-    [trajectory] = group.trajectories
-    assert trajectory.num_turns == 0 and trajectory.stop_reason == "context"  # the prompt alone is too long
+    with pytest.raises(ValueError, match=r"max_context_tokens=10 leaves no room to play: .* shortest has \d+ tokens"):
+        collect_groups("turngym/GuessNumber-v0", [0], 1, generator, max_context_tokens=10, progress=False)
 
 
 def test_a_long_reply_is_cut_to_the_budget(tokenizer) -> None:
@@ -107,8 +106,16 @@ def test_unusable_generators_and_budgets_are_clear_errors(tokenizer, vllm_tiny) 
         collect_groups("turngym/GuessNumber-v0", [0], 1, object(), progress=False)
     with pytest.raises(ValueError, match="exceeds the generator's max_model_len=1024"):
         collect_groups("turngym/GuessNumber-v0", [0], 1, vllm_tiny, max_context_tokens=4096, progress=False)
-    with pytest.raises(ValueError, match="group_size must be >= 1"):
-        collect_groups("turngym/GuessNumber-v0", [0], 0, vllm_tiny, progress=False)
+    for seeds, group_size, kwargs, message in [
+        ([0], 0, {}, "group_size must be an int >= 1, got 0"),
+        ([0], 2.5, {}, "group_size must be an int >= 1, got 2.5"),
+        ([], 2, {}, "seeds is empty"),
+        ([0, -1], 2, {}, "seeds must be ints >= 0, got [-1]"),
+        ([0], 2, {"max_turns": 0}, "max_turns must be an int >= 1"),
+        ([0], 2, {"max_context_tokens": 0}, "max_context_tokens must be an int >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            collect_groups("turngym/GuessNumber-v0", seeds, group_size, vllm_tiny, progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("env_id", BUILT_IN)
