@@ -132,9 +132,12 @@ def load_jsonl(path: str | Path) -> tuple[Problem, ...]:
     share one read, and an edited file is read again.
 
     Raises:
+        FileNotFoundError: there is no such file.
         ValueError: a line is not JSON or lacks a field; the message gives the line number.
     """
-    resolved = Path(path).resolve()
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise FileNotFoundError(f"no JSONL file at {str(path)!r} (path= must name a file of question/answer lines)")
     stat = resolved.stat()
     return _read_jsonl(str(resolved), stat.st_size, stat.st_mtime_ns)
 

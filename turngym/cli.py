@@ -322,7 +322,7 @@ def _load_env(target: str, kwargs: dict, for_gymnasium: bool = False):
         if not for_gymnasium:
             return env, None
         return env, gymnasium.make(target, **kwargs).unwrapped if target in registry() else build()
-    except (UnknownEnvError, EnvUnavailableError, ImportError, AttributeError, TypeError, ValueError) as err:
+    except (UnknownEnvError, EnvUnavailableError, ImportError, AttributeError, TypeError, ValueError, OSError) as err:
         console.print(f"[red]{type(err).__name__}:[/red] {err}", highlight=False)
         raise typer.Exit(2) from err
 

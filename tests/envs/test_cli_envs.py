@@ -110,3 +110,9 @@ def test_a_model_plays_and_the_transcript_is_printed(tiny_model_dir) -> None:
     out = proc.stdout
     assert "I am thinking of a whole number" in out and out.count("model:") == 7 and out.count("env:") == 7
     assert "Result: not won after 7 turns (truncated)" in out
+
+
+def test_play_with_a_missing_jsonl_file_is_one_line() -> None:
+    proc = turngym("play", "turngym/MathVerify-v0", "-k", "source=jsonl", "-k", "path=/no/such/problems.jsonl")
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    assert "no JSONL file at '/no/such/problems.jsonl'" in proc.stdout

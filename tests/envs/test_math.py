@@ -197,6 +197,8 @@ def test_jsonl_source(tmp_path) -> None:
     path.write_text('{"question": "q"}\n')  # an edited file is read again
     with pytest.raises(ValueError, match=r"problems.jsonl:1: expected a JSON object with 'question' and 'answer'"):
         load_jsonl(path)
+    with pytest.raises(FileNotFoundError, match=r"no JSONL file at '.*missing.jsonl' \(path= must name a file"):
+        make("turngym/MathVerify-v0", source="jsonl", path=str(tmp_path / "missing.jsonl"))
 
 
 def test_reasoning_gym_source_uses_math_verify() -> None:
