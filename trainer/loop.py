@@ -395,7 +395,8 @@ def _evaluate(config, generator, procs, run_dir, step, log, display) -> list[Env
         temperature=temperature, top_p=config.rollout.top_p, max_tokens=config.rollout.max_tokens, seed=config.run.seed
     )
     episodes_path = eval_episodes_path(run_dir, step)
-    episodes_path.unlink(missing_ok=True)  # an evaluation cut short by a crash is redone whole
+    if procs.is_main:  # the main process writes it; an evaluation cut short by a crash is redone whole
+        episodes_path.unlink(missing_ok=True)
     results = evaluate_envs(
         generator, config.envs, config.eval.episodes, sampling, config.rollout.max_context_tokens, procs, episodes_path
     )

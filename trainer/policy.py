@@ -149,7 +149,8 @@ class TokenScorer(nn.Module):
         """
         n, width = input_ids.shape
         scored = score_mask[:, 1:].bool()  # (n, T-1)
-        ends = [int(row.nonzero().max()) + 2 if bool(row.any()) else 0 for row in scored]  # last scored token + 1
+        positions = torch.arange(1, width, device=input_ids.device)  # (T-1,) the token each column scores
+        ends = torch.where(scored.any(1), (scored * positions).amax(1) + 1, 0).tolist()  # last scored token + 1
         buckets = length_buckets(ends, overhead=self._shared_prefix(input_ids, scored) + BUCKET_OVERHEAD_TOKENS)
         if not buckets:  # nothing to score: `_score_rows` scores one token of row 0 (DDP needs every parameter)
             buckets, ends = [[0]], [2] * n

@@ -309,12 +309,12 @@ def _load_env(target: str, kwargs: dict, for_gymnasium: bool = False):
     import gymnasium
 
     from turngym.envs import make, registry
-    from turngym.envs.registration import UnknownEnvError
+    from turngym.envs.registration import UnknownEnvError, construct
     from turngym.envs.textarena_env import EnvUnavailableError
 
     def build():
         if _is_class_path(target):
-            return _import_class(target)(**kwargs)
+            return construct(_import_class(target), kwargs)  # the same argument checks as `make`
         return make(target, **kwargs)
 
     try:

@@ -116,3 +116,9 @@ def test_play_with_a_missing_jsonl_file_is_one_line() -> None:
     proc = turngym("play", "turngym/MathVerify-v0", "-k", "source=jsonl", "-k", "path=/no/such/problems.jsonl")
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     assert "no JSONL file at '/no/such/problems.jsonl'" in proc.stdout
+
+
+def test_a_class_path_gets_the_same_kwarg_checks_as_an_id() -> None:
+    proc = turngym("play", "examples/custom_env.py:TreasureHunt", "-k", "sise=3")
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    assert "TreasureHunt has no argument 'sise'. Did you mean 'size'?" in " ".join(proc.stdout.split())
