@@ -155,7 +155,7 @@ def _is_int(value: Any) -> bool:
 
 
 def collect_groups(
-    env_id: str,
+    env_id: str | type | Callable[..., Any],
     seeds: Sequence[int],
     group_size: int,
     generator: Generator | ChatGenerator,
@@ -172,7 +172,9 @@ def collect_groups(
     """Play `group_size` episodes per seed and return one `TrajectoryGroup` per seed.
 
     Args:
-        env_id: an id for `turngym.make`.
+        env_id: what `turngym.make` takes: an id, `"module:Class"`, `"path/to/file.py:Class"`, or
+            an env class or factory (plain Gymnasium text envs are wrapped). Groups are named
+            `turngym.envs.env_name(env_id)`.
         seeds: one env seed per group; every episode of a group starts from that seed.
         group_size: episodes per group (G).
         generator: a token `Generator` (`VLLMGenerator`, `HFGenerator`, ...) or a `ChatGenerator`
@@ -196,6 +198,7 @@ def collect_groups(
         One group per seed, in the order of `seeds`, each with `group_size` trajectories.
     """
     from turngym.envs import make
+    from turngym.envs.registration import env_name
 
     _check_rollout_arguments(seeds, group_size, max_turns, max_context_tokens)
     limit = getattr(generator, "max_model_len", None)
@@ -210,7 +213,8 @@ def collect_groups(
     else:
         raise TypeError(f"{type(generator).__name__} is neither a Generator (generate) nor a ChatGenerator (chat)")
     sampling = dataclasses.replace(sampling or SamplingParams(), n=1)
-    groups = [TrajectoryGroup(env_id, int(seed)) for seed in seeds]
+    name = env_name(env_id)
+    groups = [TrajectoryGroup(name, int(seed)) for seed in seeds]
     episodes: list[tuple[TrajectoryGroup, _Episode]] = []
     for group in groups:
         for _ in range(group_size):
@@ -226,7 +230,7 @@ def collect_groups(
             f"max_context_tokens={max_context_tokens} leaves no room to play: every episode's first prompt "
             f"is longer (the shortest has {shortest} tokens); raise max_context_tokens"
         )
-    with _progress_bar(progress, len(episodes), env_id) as advance:
+    with _progress_bar(progress, len(episodes), name) as advance:
         live = [e for _, e in episodes if e.stop_reason is None]
         advance(len(episodes) - len(live), 0)
         turn = 0

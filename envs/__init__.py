@@ -4,6 +4,7 @@ Every built-in id is registered below, by hand, so `grep` finds it. Entry points
 when an env is made: importing this package does not import textarena, reasoning_gym or math_verify.
 """
 
+from turngym.envs.adapter import GymnasiumTextEnv
 from turngym.envs.checker import CheckResult, EnvCheckError, check_env
 from turngym.envs.core import AnyText, TextEnv, Turn, last_boxed, last_bracketed, parse_int
 from turngym.envs.registration import (
@@ -11,6 +12,7 @@ from turngym.envs.registration import (
     TEXTARENA_PREFIX,
     EnvInfo,
     UnknownEnvError,
+    env_name,
     make,
     register,
     registry,
@@ -49,10 +51,12 @@ __all__ = [
     "CheckResult",
     "EnvCheckError",
     "EnvInfo",
+    "GymnasiumTextEnv",
     "TextEnv",
     "Turn",
     "UnknownEnvError",
     "check_env",
+    "env_name",
     "last_boxed",
     "last_bracketed",
     "make",

@@ -99,6 +99,11 @@ def check_gymnasium(env: gymnasium.Env) -> CheckResult:
     """Run `gymnasium.utils.env_checker.check_env`; its warnings are listed in the detail."""
     from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
+    from turngym.envs.adapter import GymnasiumTextEnv
+
+    if isinstance(env, GymnasiumTextEnv):
+        env = env.env  # a plain Gymnasium env: check it as its author wrote it, not turngym's adapter
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

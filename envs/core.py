@@ -122,6 +122,11 @@ class TextEnv(gymnasium.Env[str, str]):
         self._observation = ""
         self._ended: tuple[bool, bool] | None = None  # (terminated, truncated) once the episode is over
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> TextEnv:
+        """Refuse to build a subclass that lacks the hooks (whether or not its __init__ calls super)."""
+        _check_hooks(cls)
+        return super().__new__(cls)
+
     # Hooks for subclasses ---------------------------------------------------------------------
 
     def on_reset(self, options: dict[str, Any]) -> str:
@@ -136,10 +141,18 @@ class TextEnv(gymnasium.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode. The same seed gives the same initial state and first observation."""
+        self._check_initialised()
         super().reset(seed=seed)
         self.turn = 0
         self._ended = None
-        self._observation = self.on_reset(dict(options or {}))
+        observation = self.on_reset(dict(options or {}))
+        if not isinstance(observation, str):
+            shape = " (return only the observation: reset builds info)" if isinstance(observation, tuple) else ""
+            raise TypeError(
+                f"{type(self).__name__}.on_reset must return the first observation as a str, "
+                f"got {type(observation).__name__}{shape}"
+            )
+        self._observation = observation
         return self._observation, {"turn": 0, "max_turns": self.max_turns}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -151,13 +164,23 @@ class TextEnv(gymnasium.Env[str, str]):
         """
         if not isinstance(action, str):
             raise TypeError(f"actions are text: expected str, got {type(action).__name__}")
+        self._check_initialised()
         if self._ended is not None:
             return EPISODE_OVER_FEEDBACK, 0.0, *self._ended, self._info(Turn(EPISODE_OVER_FEEDBACK))
         self.turn += 1
         outcome = self.on_step(action)
+        if not isinstance(outcome, Turn):
+            raise TypeError(
+                f"{type(self).__name__}.on_step must return a Turn(feedback, rewards={{...}}, terminated=..., "
+                f"metrics={{...}}), got {type(outcome).__name__}; the base class builds the Gymnasium 5-tuple"
+            )
         unknown = set(outcome.rewards) - set(self.reward_weights)
         if unknown:
-            raise ValueError(f"{type(self).__name__}.on_step reported undeclared reward components {sorted(unknown)}")
+            declared = {**self.default_reward_weights, **dict.fromkeys(sorted(unknown), 1.0)}
+            raise ValueError(
+                f"{type(self).__name__}.on_step reported undeclared reward component(s) {sorted(unknown)}; "
+                f"add them to default_reward_weights, e.g. default_reward_weights = {declared}"
+            )
         info = self._info(outcome)
         reward = float(sum(self.reward_weights[name] * value for name, value in info["rewards"].items()))
         terminated = bool(outcome.terminated)
@@ -170,6 +193,14 @@ class TextEnv(gymnasium.Env[str, str]):
         self._observation = feedback
         return feedback, reward, terminated, truncated, info
 
+    def _check_initialised(self) -> None:
+        if "reward_weights" not in vars(self) or "_ended" not in vars(self):
+            raise TypeError(
+                f"{type(self).__name__}.__init__ must call super().__init__(max_turns=max_turns, "
+                "reward_weights=reward_weights, render_mode=render_mode) (or super().__init__(**kwargs)): "
+                "TextEnv sets up the turn limit, the reward weights and the episode state there"
+            )
+
     def render(self) -> str | None:
         """Return the last observation (render_mode "ansi")."""
         return self._observation if self.render_mode == "ansi" else None
@@ -178,6 +209,26 @@ class TextEnv(gymnasium.Env[str, str]):
         rewards = {name: float(outcome.rewards.get(name, 0.0)) for name in self.reward_weights}
         metrics = {"won": False, "invalid_action": False, **outcome.metrics}
         return {"rewards": rewards, "metrics": metrics, "turn": self.turn}
+
+
+def _check_hooks(cls: type) -> None:
+    """A subclass writes the hooks; one that overrides reset/step instead is told what to write."""
+    missing = [hook for hook in ("on_reset", "on_step") if getattr(cls, hook) is getattr(TextEnv, hook)]
+    if not missing:
+        return
+    overridden = [m for m in ("reset", "step") if getattr(cls, m) is not getattr(TextEnv, m)]
+    if overridden:
+        raise TypeError(
+            f"{cls.__name__} overrides {' and '.join(f'{m}()' for m in overridden)} but not "
+            f"{' and '.join(missing)}: a TextEnv subclass writes on_reset(options) -> str and "
+            "on_step(action) -> Turn, and TextEnv's reset/step do the seeding, turn limit and info. "
+            "Rename them to the hooks, or subclass gymnasium.Env to keep your own reset/step "
+            "(turngym wraps plain Gymnasium text envs)"
+        )
+    raise TypeError(
+        f"{cls.__name__} does not define {' and '.join(missing)}: a TextEnv subclass writes "
+        "on_reset(options) -> str (the first observation) and on_step(action) -> Turn"
+    )
 
 
 def last_bracketed(text: str) -> str | None:

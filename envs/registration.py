@@ -5,6 +5,10 @@
 - `textarena/<GameId>`: any single-player TextArena game, wrapped by `TextArenaEnv`.
 - `reasoning_gym/<dataset>`: any reasoning-gym task, wrapped by `ReasoningGymEnv`.
 
+`make` also takes ids registered only with Gymnasium, `package.module:Class`,
+`path/to/file.py:Class`, a class or a factory; plain Gymnasium text envs are wrapped in
+`GymnasiumTextEnv` (`turngym.envs.adapter`).
+
 Entry points are strings, imported only when an env is made, so importing `turngym.envs` does not
 import textarena, reasoning_gym or math_verify.
 """
@@ -50,8 +54,8 @@ def register(id: str, entry_point: str | Callable[..., TextEnv], description: st
 
     Args:
         id: `namespace/Name-vN`, e.g. `turngym/GuessNumber-v0`.
-        entry_point: `"module.path:ClassName"` of a `TextEnv` subclass (imported lazily), or the
-            class itself (handy in a script).
+        entry_point: `"module.path:ClassName"` of a `TextEnv` subclass or a plain Gymnasium text
+            env (imported lazily), or the class or a factory itself (handy in a script).
         description: one line for `turngym envs list`.
         **kwargs: default constructor arguments (overridable in `make`).
     """
@@ -67,27 +71,129 @@ def registry() -> dict[str, EnvInfo]:
     return dict(_REGISTRY)
 
 
-def make(id: str, **kwargs: Any) -> TextEnv:
-    """Create an environment by id, without Gymnasium's wrappers.
+def make(env: str | type | Callable[..., Any], **kwargs: Any) -> TextEnv:
+    """Create an environment, without Gymnasium's wrappers.
 
     Args:
-        id: a registered id (`turngym/GuessNumber-v0`), `textarena/<GameId>` or
-            `reasoning_gym/<dataset>`.
-        **kwargs: constructor arguments, overriding the registered defaults.
+        env: what to make, any of:
+            - a registered id (`turngym/GuessNumber-v0`), `textarena/<GameId>` or
+              `reasoning_gym/<dataset>`;
+            - an id registered only with Gymnasium (`gymnasium.register`; its `TimeLimit` is kept);
+            - `"package.module:Class"` or `"path/to/file.py:Class"`;
+            - a class or a factory function (anything called with the kwargs that returns an env).
+            A plain Gymnasium env with text observations and actions is wrapped in
+            `GymnasiumTextEnv` (see `turngym.envs.adapter`).
+        **kwargs: constructor arguments, overriding the registered defaults. For a plain
+            Gymnasium env, `max_turns` and `won` go to the adapter unless its constructor takes them.
 
     Raises:
-        UnknownEnvError: the id is unknown; the message lists close matches.
+        UnknownEnvError: an unknown id; the message lists close matches.
+        TypeError: a kwarg of the wrong type or unknown (the message lists the accepted ones), or a
+            factory that returned something other than an env.
     """
-    if id.startswith(TEXTARENA_PREFIX):
-        return _load("turngym.envs.textarena_env:TextArenaEnv")(game_id=id[len(TEXTARENA_PREFIX) :], **kwargs)
-    if id.startswith(REASONING_GYM_PREFIX):
+    if not isinstance(env, str):
+        if not callable(env):
+            raise TypeError(
+                f"env must be an id, 'module:Class', 'path/to/file.py:Class', an env class or a factory; got {env!r}"
+            )
+        return _build(env, kwargs)
+    if env.startswith(TEXTARENA_PREFIX):
+        return _load("turngym.envs.textarena_env:TextArenaEnv")(game_id=env[len(TEXTARENA_PREFIX) :], **kwargs)
+    if env.startswith(REASONING_GYM_PREFIX):
         return _load("turngym.envs.reasoning_gym_env:ReasoningGymEnv")(
-            dataset=id[len(REASONING_GYM_PREFIX) :], **kwargs
+            dataset=env[len(REASONING_GYM_PREFIX) :], **kwargs
         )
-    info = _REGISTRY.get(id)
-    if info is None:
-        raise UnknownEnvError(_unknown_message(id))
-    return construct(_load(info.entry_point), {**info.kwargs, **kwargs})
+    info = _REGISTRY.get(env)
+    if info is not None:
+        return _build(_load(info.entry_point), {**info.kwargs, **kwargs})
+    if is_class_path(env):
+        return _build(import_class_path(env), kwargs)
+    if env in gymnasium.registry:  # registered with Gymnasium only: gymnasium.make keeps its TimeLimit
+        adapter_kwargs = {k: kwargs.pop(k) for k in ("max_turns", "won") if k in kwargs}
+        inner = gymnasium.make(env, disable_env_checker=True, **kwargs)
+        return _adapt(inner, adapter_kwargs, env)
+    raise UnknownEnvError(_unknown_message(env))
+
+
+def env_name(env: str | type | Callable[..., Any]) -> str:
+    """The name an env goes by in records and logs: the id or class path itself, or `module:Class`."""
+    if isinstance(env, str):
+        return env
+    return f"{getattr(env, '__module__', '?')}:{getattr(env, '__qualname__', type(env).__name__)}"
+
+
+def _build(factory: Callable[..., Any], kwargs: dict[str, Any]) -> TextEnv:
+    """`construct` the env, then wrap it if it is a plain Gymnasium env."""
+    adapter_kwargs: dict[str, Any] = {}
+    if not (isinstance(factory, type) and issubclass(factory, TextEnv)):
+        accepted = _constructor_parameters(factory)
+        takes_anything = _takes_var_keywords(factory)
+        for name in ("max_turns", "won"):
+            if name in kwargs and name not in accepted and not takes_anything:
+                adapter_kwargs[name] = kwargs.pop(name)
+    return _adapt(construct(factory, kwargs), adapter_kwargs, _name(factory))
+
+
+def _adapt(instance: Any, adapter_kwargs: dict[str, Any], source: str) -> TextEnv:
+    from turngym.envs.adapter import as_text_env
+
+    if not (callable(getattr(instance, "reset", None)) and callable(getattr(instance, "step", None))):
+        raise TypeError(f"{source} returned {type(instance).__name__}, not an env (it needs reset() and step())")
+    return as_text_env(instance, **adapter_kwargs)
+
+
+def _takes_var_keywords(factory: Callable[..., Any]) -> bool:
+    import inspect
+
+    try:
+        init = factory.__init__ if isinstance(factory, type) else factory
+        return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values())
+    except (TypeError, ValueError):
+        return False
+
+
+def is_class_path(target: str) -> bool:
+    """`pkg.module:Class` or `path/to/file.py:Class` (ids like `textarena/X` have no colon)."""
+    module, sep, name = target.rpartition(":")
+    return bool(sep and name) and (module.endswith(".py") or "/" not in module)
+
+
+_FILE_MODULES: dict[str, Any] = {}  # resolved path -> module: a file is executed once per process
+
+
+def import_class_path(target: str) -> Callable[..., Any]:
+    """Import `Class` from `package.module:Class` or `path/to/file.py:Class`, with one-line errors."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    module_name, _, class_name = target.rpartition(":")
+    if module_name.endswith(".py"):
+        path = Path(module_name).resolve()
+        module = _FILE_MODULES.get(str(path))
+        if module is None:
+            if not path.is_file():
+                raise ImportError(f"no such file: {module_name} (in {target!r})")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules.setdefault(path.stem, module)  # classes defined there must be importable by name
+            spec.loader.exec_module(module)
+            _FILE_MODULES[str(path)] = module
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            raise ImportError(
+                f"cannot import {module_name!r} (in {target!r}): {err}; "
+                "run from the directory that holds it, or give a path such as path/to/file.py:Class"
+            ) from err
+    if not hasattr(module, class_name):
+        found = [n for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")]
+        close = difflib.get_close_matches(class_name, found, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        defined = ", ".join(found) or "no classes"
+        raise AttributeError(f"{module_name} has no {class_name!r}.{hint} It defines: {defined}")
+    return getattr(module, class_name)
 
 
 def construct(factory: Callable[..., TextEnv], kwargs: dict[str, Any]) -> TextEnv:
@@ -168,5 +274,6 @@ def _unknown_message(id: str) -> str:
     return (
         f"unknown env id {id!r}.{hint} Registered ids: {', '.join(known)}; "
         f"also '{TEXTARENA_PREFIX}<GameId>' (single-player TextArena games) and "
-        f"'{REASONING_GYM_PREFIX}<dataset>' (reasoning-gym tasks). `turngym envs list` shows them."
+        f"'{REASONING_GYM_PREFIX}<dataset>' (reasoning-gym tasks), ids registered with Gymnasium, and your own "
+        f"env as 'package.module:Class' or 'path/to/file.py:Class'. `turngym envs list` shows the ids."
     )

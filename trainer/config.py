@@ -74,7 +74,8 @@ class EnvConfig:
     """One env of the training mixture."""
 
     id: str = ""
-    """An env id (`turngym envs list`), `textarena/<GameId>` or `reasoning_gym/<dataset>`."""
+    """An env id (`turngym envs list`), `textarena/<GameId>`, `reasoning_gym/<dataset>`, or your own env as
+    `package.module:Class` or `path/to/file.py:Class` (a TextEnv or a plain Gymnasium text env)."""
     weight: float = 1.0
     """Mixture weight: the share of each step's groups drawn from this env."""
     kwargs: dict[str, Any] = field(default_factory=dict)

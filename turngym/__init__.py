@@ -20,6 +20,7 @@ _EXPORTS = {
     "check_env": "turngym.envs",
     "TextEnv": "turngym.envs",
     "Turn": "turngym.envs",
+    "GymnasiumTextEnv": "turngym.envs",
     "resolve_model": "turngym.agent.models",
     "prepare_model": "turngym.agent.models",
     "SamplingParams": "turngym.agent.generator",
@@ -44,6 +45,7 @@ __all__ = [
     "save_episodes",
     "TextEnv",
     "Turn",
+    "GymnasiumTextEnv",
     "check_env",
     "make",
     "register",
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
     from turngym.agent.records import Trajectory, TrajectoryGroup, load_episodes, save_episodes
     from turngym.agent.rollout import collect_groups
     from turngym.agent.vllm_generator import VLLMGenerator
-    from turngym.envs import TextEnv, Turn, check_env, make, register, registry
+    from turngym.envs import GymnasiumTextEnv, TextEnv, Turn, check_env, make, register, registry
 
 
 def __getattr__(name: str) -> Any:

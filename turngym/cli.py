@@ -301,58 +301,28 @@ def _parse_kwargs(pairs: list[str]) -> dict:
 
 
 def _load_env(target: str, kwargs: dict, for_gymnasium: bool = False):
-    """Make the env named by an id or MODULE:CLASS.
+    """Make the env named by an id, MODULE:CLASS or path/to/file.py:CLASS; bad names exit 2 with the message.
 
-    With `for_gymnasium`, also return a second instance for Gymnasium's checker: made through
-    `gymnasium.make` for registered ids (so it carries a spec), else a plain second instance.
+    With `for_gymnasium`, also return the env for Gymnasium's checker: an instance made through
+    `gymnasium.make` for registered ids (so it carries a spec), else a second instance; for a
+    plain Gymnasium env, the env itself rather than turngym's adapter around it.
     """
     import gymnasium
 
     from turngym.envs import make, registry
-    from turngym.envs.registration import UnknownEnvError, construct
+    from turngym.envs.adapter import GymnasiumTextEnv
+    from turngym.envs.registration import UnknownEnvError
     from turngym.envs.textarena_env import EnvUnavailableError
 
-    def build():
-        if _is_class_path(target):
-            return construct(_import_class(target), kwargs)  # the same argument checks as `make`
-        return make(target, **kwargs)
-
     try:
-        env = build()
+        env = make(target, **kwargs)
         if not for_gymnasium:
             return env, None
-        return env, gymnasium.make(target, **kwargs).unwrapped if target in registry() else build()
+        gym_env = gymnasium.make(target, **kwargs).unwrapped if target in registry() else make(target, **kwargs)
+        return env, gym_env.env if isinstance(gym_env, GymnasiumTextEnv) else gym_env
     except (UnknownEnvError, EnvUnavailableError, ImportError, AttributeError, TypeError, ValueError, OSError) as err:
-        console.print(f"[red]{type(err).__name__}:[/red] {err}", highlight=False)
+        err_console.print(f"[red]{type(err).__name__}:[/red] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from err
-
-
-def _is_class_path(target: str) -> bool:
-    """`pkg.module:Class` or `path/to/file.py:Class` (ids like `textarena/X` have no colon)."""
-    module, sep, _ = target.rpartition(":")
-    return bool(sep) and (module.endswith(".py") or "/" not in module)
-
-
-def _import_class(target: str):
-    import importlib
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    module_name, _, class_name = target.rpartition(":")
-    if module_name.endswith(".py"):
-        path = Path(module_name).resolve()
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or not path.is_file():
-            raise ImportError(f"no such file: {module_name}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
-    if not hasattr(module, class_name):
-        raise AttributeError(f"{module_name} has no class {class_name!r}")
-    return getattr(module, class_name)
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ def test_check_reports_a_broken_user_env(tmp_path: Path) -> None:
 
 def test_check_unknown_id_exits_2_with_suggestions() -> None:
     proc = turngym("check", "turngym/GuessNum-v0")
-    assert proc.returncode == 2 and "Did you mean: turngym/GuessNumber-v0" in proc.stdout
+    assert proc.returncode == 2 and "Did you mean: turngym/GuessNumber-v0" in proc.stderr
 
 
 def test_play_a_winning_game_from_scripted_stdin() -> None:
@@ -115,10 +115,10 @@ def test_a_model_plays_and_the_transcript_is_printed(tiny_model_dir) -> None:
 def test_play_with_a_missing_jsonl_file_is_one_line() -> None:
     proc = turngym("play", "turngym/MathVerify-v0", "-k", "source=jsonl", "-k", "path=/no/such/problems.jsonl")
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
-    assert "no JSONL file at '/no/such/problems.jsonl'" in proc.stdout
+    assert "no JSONL file at '/no/such/problems.jsonl'" in proc.stderr
 
 
 def test_a_class_path_gets_the_same_kwarg_checks_as_an_id() -> None:
     proc = turngym("play", "examples/custom_env.py:TreasureHunt", "-k", "sise=3")
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
-    assert "TreasureHunt has no argument 'sise'. Did you mean 'size'?" in " ".join(proc.stdout.split())
+    assert "TreasureHunt has no argument 'sise'. Did you mean 'size'?" in " ".join(proc.stderr.split())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from turngym.envs import TextEnv, Turn, last_boxed, last_bracketed, parse_int
@@ -132,7 +134,8 @@ def test_undeclared_components_are_an_env_bug() -> None:
 
     env = Sloppy()
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="undeclared reward components"):
+    message = "undeclared reward component(s) ['bonus']; add them to default_reward_weights"
+    with pytest.raises(ValueError, match=re.escape(message)):
         env.step("[1]")
 
 

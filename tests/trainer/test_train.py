@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,3 +134,17 @@ def test_held_out_evaluation_before_and_after(engine, tiny_model_dir, tmp_path, 
     out = capsys.readouterr().out
     assert "success before" in out and "-> after" in out
     assert f"held-out episode tests/Vowels-v0 seed {EVAL_SEED_BASE}, before and after training" in out
+
+
+def test_a_step_on_a_plain_gymnasium_env_named_by_file_path(engine, tiny_model_dir, tmp_path) -> None:
+    """A plain `gymnasium.Env` (tests/envs/plain_env.py) trains and evaluates like a TextEnv."""
+    plain = Path(__file__).parents[1] / "envs" / "plain_env.py"
+    env = {"id": f"{plain}:VowelGame", "max_turns": 2}
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", envs=[env], eval={"at_end": True, "episodes": 4})
+    result = train(load_recipe(recipe), generator=engine)
+    metrics = read_metrics(result.run_dir)[0]  # the step's row (the evaluation adds a second)
+    assert metrics["failed_episodes"] == 0 and metrics["groups_collected"] == 3
+    assert metrics["skipped_update"] == 0 and metrics["groups_trained"] >= 1  # vowel shares vary within groups
+    assert 0.0 <= metrics["reward"] <= 2.0  # at most two turns, each a share in [0, 1]
+    [evaluation] = result.evals[1]
+    assert evaluation.env_id == f"{plain}:VowelGame" and evaluation.episodes == 4
