@@ -38,6 +38,7 @@ class _Episode:
         self.prompt_length = 0
         self.loss_mask: list[int] = []
         self.sampling_logps: list[float] = []
+        self.key = (0, 0)  # (group index, episode index), for `on_turn`
 
     def start(self, seed: int, system_prompt: str | None) -> None:
         """Reset the env and build the first prompt."""
@@ -168,6 +169,7 @@ def collect_groups(
     system_prompt: str | None = None,
     progress: bool = True,
     errors: Literal["raise", "record"] = "raise",
+    on_turn: Callable[[int, int, TurnRecord], None] | None = None,
 ) -> list[TrajectoryGroup]:
     """Play `group_size` episodes per seed and return one `TrajectoryGroup` per seed.
 
@@ -193,6 +195,8 @@ def collect_groups(
         errors: what an exception from an env's `reset` or `step` (or a non-finite reward) does:
             `"raise"` it, or `"record"` it: that episode alone ends with `stop_reason="error"` and
             its traceback in `Trajectory.error`, and the others go on (training drops its group).
+        on_turn: called as `on_turn(group_index, episode_index, turn)` after every env step, as the
+            episodes run (e.g. to print a transcript turn by turn); `group_index` follows `seeds`.
 
     Returns:
         One group per seed, in the order of `seeds`, each with `group_size` trajectories.
@@ -216,10 +220,11 @@ def collect_groups(
     name = env_name(env_id)
     groups = [TrajectoryGroup(name, int(seed)) for seed in seeds]
     episodes: list[tuple[TrajectoryGroup, _Episode]] = []
-    for group in groups:
-        for _ in range(group_size):
+    for group_index, group in enumerate(groups):
+        for episode_index in range(group_size):
             env = make(env_id, **(env_kwargs or {}))
             episode = _Episode(env, chat)
+            episode.key = (group_index, episode_index)
             episode.guarded(errors, episode.start, group.seed, system_prompt or getattr(env, "instructions", None))
             if episode.stop_reason is None and chat is not None and len(episode.token_ids) >= max_context_tokens:
                 episode.end("context")
@@ -243,7 +248,10 @@ def collect_groups(
             else:
                 completions = generator.generate([e.token_ids for e in live], turn_sampling)
             for episode, completion in zip(live, completions, strict=True):
+                turns_before = len(episode.turns)
                 episode.guarded(errors, episode.take_turn, completion, max_context_tokens, max_turns)
+                if on_turn is not None and len(episode.turns) > turns_before:
+                    on_turn(*episode.key, episode.turns[-1])
             turn += 1
             advance(sum(e.stop_reason is not None for e in live), turn)
             live = [e for e in live if e.stop_reason is None]

@@ -55,10 +55,11 @@ class VLLMGenerator:
     ) -> None:
         from turngym.agent.hardware import resolve_dtype
         from turngym.agent.models import resolve_model
+        from turngym.logs import quiet_libraries
 
         # The engine must live in this process so `load_weights` can hand it tensors directly.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        quiet_libraries()  # vLLM and torch read their logging settings at import
         import torch
         import vllm
 

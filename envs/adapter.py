@@ -131,6 +131,11 @@ class GymnasiumTextEnv(TextEnv):
             truncated, self._ended = True, (False, True)
         return feedback, reward, terminated, truncated, info
 
+    def valid_action(self) -> str | None:
+        """The wrapped env's `valid_action()`, if it has one."""
+        offer = getattr(self.env.unwrapped if isinstance(self.env, gymnasium.Env) else self.env, "valid_action", None)
+        return offer() if callable(offer) else None
+
     def close(self) -> None:
         """Close the wrapped env."""
         self.env.close()

@@ -55,7 +55,8 @@ def check_env(
 
     Checks: spaces and reward weights; reset types; same seed -> same first observation; same
     seed and actions -> same transitions; step types, finite rewards, reward = weighted sum of the
-    components; the turn limit; stepping after the end; `fuzz` random and adversarial actions
+    components; the turn limit; stepping after the end; the env's own `valid_action()` is accepted
+    and not every action hits the same internal error (`metrics["env_error"]`); `fuzz` random and adversarial actions
     (empty, 1 MB, unicode, control characters, prompt-injection text) without an exception, with
     a finite reward and non-empty feedback; `gymnasium.utils.env_checker.check_env`.
 
@@ -77,6 +78,7 @@ def check_env(
         ("step types and weighted reward", lambda: _check_steps(env)),
         ("turn limit ends the episode", lambda: _check_turn_limit(env)),
         ("step after the end", lambda: _check_step_after_end(env)),
+        ("actions reach the env", lambda: _check_actions_reach_the_env(env, seed)),
         (f"{fuzz} fuzzed actions", lambda: _check_fuzz(env, fuzz, seed)),
     ]
     results = []
@@ -224,6 +226,47 @@ def _check_step_after_end(env: gymnasium.Env) -> str:
     )
     assert isinstance(info.get("rewards"), dict), "stepping after the end must still return info['rewards']"
     return "zero-reward transition"
+
+
+def _check_actions_reach_the_env(env: gymnasium.Env, seed: int, n_fuzzed: int = 100) -> str:
+    """Fail an env that cannot process any move: its own valid move is refused, or every action hits one error.
+
+    Envs that catch their own internal failures report them as `info["metrics"]["env_error"]`
+    (the TextArena adapter does); an env where every probe and fuzzed action ends in the same
+    such error is broken, however politely it says so.
+    """
+    notes = []
+    offer = getattr(env, "valid_action", None)
+    accepted = 0
+    for episode_seed in SEEDS if callable(offer) else ():
+        env.reset(seed=episode_seed)
+        action = offer()
+        if action is None:
+            continue
+        feedback, _, _, _, info = env.step(action)
+        metrics = info.get("metrics", {})
+        assert not metrics.get("invalid_action") and not metrics.get("env_error"), (
+            f"seed {episode_seed}: the env's own valid_action() {action!r} was refused: {feedback[:200]!r}"
+        )
+        accepted += 1
+    if accepted:
+        notes.append(f"its valid_action() accepted on {accepted} seeds")
+    errors = []
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    for action in (*PROBE_ACTIONS, *fuzz_actions(rng, n_fuzzed)):
+        _, _, terminated, truncated, info = env.step(action)
+        errors.append(str(info.get("metrics", {}).get("env_error") or ""))
+        if terminated or truncated:
+            env.reset(seed=int(rng.integers(2**31)))
+    kinds = {e.partition(":")[0] for e in errors}
+    assert not (all(errors) and len(kinds) == 1), (
+        f"all {len(errors)} actions (probes and fuzzed) hit the same internal error: {errors[0][:200]}; "
+        "the env cannot process any move"
+    )
+    failed = sum(bool(e) for e in errors)
+    notes.append(f"{len(errors) - failed} of {len(errors)} probe and fuzzed actions processed")
+    return "; ".join(notes)
 
 
 def _check_fuzz(env: gymnasium.Env, n: int, seed: int) -> str:

@@ -137,6 +137,14 @@ class TextEnv(gymnasium.Env[str, str]):
         """Apply one action (any string) and return its outcome. Never raise on bad text."""
         raise NotImplementedError
 
+    def valid_action(self) -> str | None:
+        """A move this env accepts in the current state, or None if it cannot offer one.
+
+        Optional. `check_env` plays it after a reset and fails the env if it is refused, which
+        catches an env that rejects every move (a parser or adapter bug). It need not be a good move.
+        """
+        return None
+
     # Gymnasium API ----------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:

@@ -65,6 +65,10 @@ def apply_move(board: Board, move: str) -> tuple[Board, int]:
     return new, total
 
 
+MIN_SIZE, MAX_SIZE = 2, 16  # a 16x16 board is already ~1,500 characters per observation
+MAX_TARGET = 2**20
+
+
 class Game2048(TextEnv):
     """2048 on a `size` x `size` board; reach `target` (a power of two).
 
@@ -89,10 +93,13 @@ class Game2048(TextEnv):
     default_max_turns = 100
 
     def __init__(self, size: int = 4, target: int = 2048, **kwargs: Any) -> None:
-        if size < 2:
-            raise ValueError(f"board size must be >= 2, got {size}")
-        if target < 4 or target & (target - 1):
-            raise ValueError(f"target must be a power of two >= 4, got {target}")
+        if not MIN_SIZE <= size <= MAX_SIZE:
+            raise ValueError(
+                f"Game2048: size must be in {MIN_SIZE}..{MAX_SIZE} (a bigger board does not fit a model's context), "
+                f"got {size}"
+            )
+        if not 4 <= target <= MAX_TARGET or target & (target - 1):
+            raise ValueError(f"Game2048: target must be a power of two in 4..{MAX_TARGET}, got {target}")
         super().__init__(**kwargs)
         self.size, self.target = size, target
 
@@ -144,6 +151,11 @@ class Game2048(TextEnv):
     def max_tile(self) -> int:
         """The largest tile on the board."""
         return max(max(row) for row in self.board)
+
+    @override
+    def valid_action(self) -> str | None:
+        moves = [m for m in ("up", "down", "left", "right") if apply_move(self.board, m)[0] != self.board]
+        return f"[{moves[0]}]" if moves else None
 
     def can_move(self) -> bool:
         """True if some move changes the board."""

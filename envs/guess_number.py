@@ -51,6 +51,15 @@ class GuessNumber(TextEnv):
         )
 
     @override
+    def valid_action(self) -> str | None:
+        middle = (self.open_low + self.open_high) // 2
+        for offset in range(len(self.guessed) + 1):  # at most len(guessed) numbers near the middle are taken
+            for guess in (middle - offset, middle + offset):
+                if self.low <= guess <= self.high and guess not in self.guessed:
+                    return f"[{guess}]"
+        return None
+
+    @override
     def on_step(self, action: str) -> Turn:
         left = self.max_turns - self.turn
         guess = parse_int(last_bracketed(action))

@@ -13,6 +13,9 @@ from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed
 INVALID_WEIGHT = -0.1
 
 
+MAX_CODE_LENGTH = 12
+
+
 def score_guess(code: tuple[int, ...], guess: tuple[int, ...]) -> tuple[int, int]:
     """Return (black, white): right digit in the right place, right digit in the wrong place."""
     black = sum(c == g for c, g in zip(code, guess, strict=True))
@@ -34,7 +37,9 @@ class Mastermind(TextEnv):
     def __init__(self, code_length: int = 4, num_colors: int = 6, allow_duplicates: bool = True, **kwargs: Any) -> None:
         if not 1 <= num_colors <= 9:
             raise ValueError(f"num_colors must be in 1..9 (digits), got {num_colors}")
-        if code_length < 1 or (not allow_duplicates and code_length > num_colors):
+        if not 1 <= code_length <= MAX_CODE_LENGTH:
+            raise ValueError(f"Mastermind: code_length must be in 1..{MAX_CODE_LENGTH}, got {code_length}")
+        if not allow_duplicates and code_length > num_colors:
             raise ValueError(f"cannot make a code of length {code_length} from {num_colors} digits")
         super().__init__(**kwargs)
         self.code_length, self.num_colors, self.allow_duplicates = code_length, num_colors, allow_duplicates
@@ -53,6 +58,10 @@ class Mastermind(TextEnv):
             f"place) and white pegs (right digit in the wrong place). You have {self.max_turns} guesses. "
             f"Reply with your guess in square brackets, for example [{example}]."
         )
+
+    @override
+    def valid_action(self) -> str | None:
+        return "[" + " ".join(str(1 + i % self.num_colors) for i in range(self.code_length)) + "]"
 
     @override
     def on_step(self, action: str) -> Turn:

@@ -91,6 +91,16 @@ class QuestionAnswerEnv(TextEnv):
         return f"{self.question}\n\n{format_instruction(self.answer_format)}"
 
     @override
+    def valid_action(self) -> str | None:
+        """The reference answer, in the required format."""
+        reference = str(self.reference)
+        if self.answer_format == "boxed":
+            return f"\\boxed{{{reference}}}"
+        if self.answer_format == "bracket":
+            return f"[{reference}]"
+        return f"<{self.answer_format}>{reference}</{self.answer_format}>"
+
+    @override
     def on_step(self, action: str) -> Turn:
         attempts_left = self.max_attempts - self.turn
         answer = extract_answer(action, self.answer_format)

@@ -85,7 +85,7 @@ class TextArenaEnv(TextEnv):
                 return Turn(
                     f"The game could not process that move ({type(err).__name__}). Try another move.",
                     {"invalid": 1.0},
-                    metrics={"invalid_action": True, "game_error": True},
+                    metrics={"invalid_action": True, "env_error": f"{type(err).__name__}: {str(err)[:200]}"},
                 )
             invalid = any(m.startswith(INVALID_PREFIX) for m in messages)
             if not done:

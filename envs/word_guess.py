@@ -82,6 +82,10 @@ class WordGuess(TextEnv):
         )
 
     @override
+    def valid_action(self) -> str | None:
+        return f"[{self.words[0]}]"
+
+    @override
     def on_step(self, action: str) -> Turn:
         left = self.max_turns - self.turn
         move = last_bracketed(action)

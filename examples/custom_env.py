@@ -20,6 +20,8 @@ class TreasureHunt(TextEnv):
     default_max_turns = 12
 
     def __init__(self, size: int = 5, **kwargs):
+        if not 1 <= size <= 20:
+            raise ValueError(f"TreasureHunt: size must be in 1..20, got {size}")
         super().__init__(**kwargs)  # max_turns, reward_weights, render_mode
         self.size = size
 
@@ -29,8 +31,11 @@ class TreasureHunt(TextEnv):
         return (
             f"A treasure is buried on a {self.size}x{self.size} grid (rows and columns 0 to {self.size - 1}). "
             "Dig one cell per turn and I will tell you whether you got warmer or colder. "
-            "Reply with the cell in square brackets as [row, column], for example [2, 3]."
+            f"Reply with the cell in square brackets as [row, column], for example {self.valid_action()}."
         )
+
+    def valid_action(self):  # optional: a move the env accepts now (the checker plays it)
+        return f"[{self.size // 2}, {self.size // 2}]"
 
     def on_step(self, action):
         match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", last_bracketed(action) or "")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-# Before anything imports vLLM: the engine must run in-process, and quietly.
+# Before anything imports vLLM: the engine must run in-process.
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from turngym.logs import forward_hidden_warnings
 from turngym.trainer.checkpoint import latest_checkpoint
 from turngym.trainer.config import RecipeError, TrainConfig, dump_recipe, recipe_to_dict
 from turngym.trainer.distributed import Processes
@@ -122,3 +123,4 @@ def _log_to(path: Path) -> None:
     LOG.addHandler(handler)
     LOG.setLevel(logging.INFO)
     LOG.propagate = False
+    forward_hidden_warnings(LOG)  # vLLM's warnings, hidden from the terminal, are kept in train.log

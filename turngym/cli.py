@@ -38,8 +38,18 @@ def _main_options(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show vLLM's, torch's and transformers' own logs (same as TURNGYM_VERBOSE=1)."
+    ),
 ) -> None:
     """Train and evaluate LLM agents on multi-turn text environments."""
+    import os
+
+    from turngym.logs import VERBOSE_ENV, quiet_libraries
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_libraries()  # before any subcommand imports vLLM, torch or transformers
 
 
 @models_app.command("list")
@@ -89,20 +99,40 @@ def envs_list(
         table.add_row(info.id, info.description)
     if textarena:
         from turngym.envs.textarena_env import single_player_games
+        from turngym.envs.textarena_survey import recorded
 
+        record = recorded()
+        checked = record.get("games", {})
         for game_id, note in single_player_games().items():
-            table.add_row(TEXTARENA_PREFIX + game_id, note or "single-player TextArena game")
+            table.add_row(TEXTARENA_PREFIX + game_id, _textarena_status(note, checked.get(game_id)))
     if reasoning_gym:
         import reasoning_gym as rg
 
         for name in sorted(rg.factory.DATASETS):
             table.add_row(REASONING_GYM_PREFIX + name, "reasoning-gym task, scored by reasoning-gym")
     console.print(table)
+    if textarena:
+        console.print(
+            f"TextArena games: status from `turngym check` ({record.get('fuzz', '?')} fuzzed actions) with textarena "
+            f"{record.get('textarena', '?')}; `python -m turngym.envs.textarena_survey --write` checks them again."
+        )
     if not (textarena and reasoning_gym):
         console.print(
             f"Also: {TEXTARENA_PREFIX}<GameId> (any single-player TextArena game; --textarena lists them) and "
             f"{REASONING_GYM_PREFIX}<dataset> (any reasoning-gym task; --reasoning-gym lists them)."
         )
+
+
+def _textarena_status(note: str, checked: dict | None) -> str:
+    """One game's line in `envs list --textarena`: the survey's result, else the static note."""
+    status = (checked or {}).get("status")
+    if status == "pass":
+        return "single-player TextArena game; passes `turngym check`"
+    if status == "slow":
+        return f"resets can take minutes: {checked['detail']}"
+    if status == "fail":
+        return f"FAILS `turngym check`: {checked['detail']}"
+    return note or (checked or {}).get("detail") or "single-player TextArena game (not checked)"
 
 
 @app.command("check")
@@ -244,47 +274,59 @@ def _components(rewards: dict[str, float]) -> str:
 
 
 def _model_plays(env_id, seed, kwargs, model, backend, base_url, api_key_env, temperature, max_tokens) -> None:
-    """One episode played by a model; prints the transcript."""
+    """One episode played by a model; prints the transcript turn by turn, as it is played."""
+    import itertools
+
     from turngym.agent import SamplingParams, collect_groups
-    from turngym.agent.models import ModelNotFoundError, resolve_model
 
-    _load_env(env_id, kwargs)  # a bad env id or kwarg fails here, before any model loads
-    if backend in ("vllm", "hf") and base_url is None:
-        try:
-            model = resolve_model(model)
-        except ModelNotFoundError as err:
-            err_console.print(f"[red]ModelNotFoundError:[/red] {escape(str(err))}", highlight=False)
-            raise typer.Exit(2) from err
-    if backend == "openai" or base_url is not None:
-        from turngym.agent import OpenAIGenerator
+    env, _ = _load_env(env_id, kwargs)  # a bad env id or kwarg fails here, before any model loads
+    generator = _generator(model, backend, base_url, api_key_env)
+    seed = 0 if seed is None else seed
+    console.print(env.reset(seed=seed)[0], markup=False, highlight=False)  # the episode starts from the same seed
 
-        generator = OpenAIGenerator(model, base_url=base_url or "https://api.openai.com/v1", api_key_env=api_key_env)
-    elif backend == "hf":
-        from turngym.agent import HFGenerator
-
-        generator = HFGenerator(model)
-    elif backend == "vllm":
-        from turngym.agent import VLLMGenerator
-
-        generator = VLLMGenerator(model)
-    else:
-        console.print(f"[red]unknown backend {backend!r}[/red]: use vllm, hf or openai")
-        raise typer.Exit(2)
-    sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
-    [group] = collect_groups(env_id, [0 if seed is None else seed], 1, generator, sampling=sampling, env_kwargs=kwargs)
-    [trajectory] = group.trajectories
-    console.print(trajectory.first_observation, markup=False, highlight=False)
-    for k, turn in enumerate(trajectory.turns, start=1):
-        console.rule(f"turn {k}")
+    def show(group_index: int, episode_index: int, turn) -> None:
+        console.rule(f"turn {next(turn_numbers)}")
         console.print(f"[bold cyan]model:[/bold cyan] {escape(turn.action)}", highlight=False)
         console.print(f"[bold]env:[/bold] {escape(turn.feedback)}", highlight=False)
         console.print(f"[dim]reward {turn.reward:+.3g}{_components(turn.rewards)}[/dim]")
+
+    turn_numbers = itertools.count(1)
+    sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
+    [group] = collect_groups(
+        env_id, [seed], 1, generator, sampling=sampling, env_kwargs=kwargs, progress=False, on_turn=show
+    )
+    [trajectory] = group.trajectories
     console.rule()
     won = trajectory.metrics.get("won", False)
     console.print(
         f"Result: {'WON' if won else 'not won'} after {trajectory.num_turns} turns ({trajectory.stop_reason}); "
         f"total reward {trajectory.reward:+.4g}"
     )
+
+
+def _generator(model: str, backend: str, base_url: str | None, api_key_env: str):
+    """The generator `play --model` uses; a bad backend or model name exits 2 before anything loads."""
+    from turngym.agent.models import ModelNotFoundError, resolve_model
+
+    if backend not in ("vllm", "hf", "openai"):
+        err_console.print(f"[red]unknown backend {backend!r}[/red]: use vllm, hf or openai")
+        raise typer.Exit(2)
+    if backend == "openai" or base_url is not None:
+        from turngym.agent import OpenAIGenerator
+
+        return OpenAIGenerator(model, base_url=base_url or "https://api.openai.com/v1", api_key_env=api_key_env)
+    try:
+        model = resolve_model(model)
+    except ModelNotFoundError as err:
+        err_console.print(f"[red]ModelNotFoundError:[/red] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from err
+    if backend == "hf":
+        from turngym.agent import HFGenerator
+
+        return HFGenerator(model)
+    from turngym.agent import VLLMGenerator
+
+    return VLLMGenerator(model)
 
 
 def _parse_kwargs(pairs: list[str]) -> dict:
@@ -329,8 +371,14 @@ def main() -> None:
     """Entry point of the `turngym` command and `python -m turngym`."""
     import sys
 
+    from turngym.logs import hidden_summary
+
     if sys.argv[1:2] == ["train"] and {"-h", "--help"} & set(sys.argv[2:]):
         for info in app.registered_commands:  # the recipe reference imports torch: only for this help
             if info.name == "train":
                 info.epilog = escape(_train_epilog())
-    app()
+    try:
+        app()
+    finally:
+        if summary := hidden_summary():
+            err_console.print(f"[dim]({summary})[/dim]", highlight=False, soft_wrap=True)

@@ -71,7 +71,7 @@ def test_textarena_games_whose_observations_are_ordered_differently_take_valid_m
     env.reset(seed=0)
     obs, _, _, _, info = env.step(move)
     assert expected in obs and "could not process" not in obs
-    assert not info["metrics"]["invalid_action"] and "game_error" not in info["metrics"]
+    assert not info["metrics"]["invalid_action"] and "env_error" not in info["metrics"]
     assert move not in obs  # the echo of the player's own move is left out
 
 

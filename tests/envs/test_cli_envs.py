@@ -95,7 +95,8 @@ def test_play_takes_constructor_kwargs() -> None:
 def test_custom_env_example_registers_checks_and_plays() -> None:
     proc = subprocess.run([sys.executable, "examples/custom_env.py"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("pass  ") == 9 and proc.stdout.strip().endswith("won")  # 8 checks + Gymnasium's
+    assert proc.stdout.count("pass  ") == 10 and proc.stdout.strip().endswith("won")  # 9 checks + Gymnasium's
+    assert "its valid_action() accepted on 3 seeds" in proc.stdout
     assert "pass  gymnasium env_checker" in proc.stdout
     check = turngym("check", "examples/custom_env.py:TreasureHunt", "--fuzz", "200")
     assert check.returncode == 0 and "all checks passed" in check.stdout

@@ -36,7 +36,7 @@ def test_registry_lists_the_built_in_envs_with_descriptions() -> None:
 @pytest.mark.parametrize("env_id", BUILT_IN + ADAPTED)
 def test_every_env_passes_turngym_check_env(env_id: str) -> None:
     results = check_env(make(env_id), fuzz=1000)
-    assert len(results) == 9 and all(r.passed for r in results)
+    assert len(results) == 10 and all(r.passed for r in results)
     assert results[-1].name == "gymnasium env_checker"  # Gymnasium's own checker runs last
 
 
@@ -147,6 +147,9 @@ def test_100k_fuzzed_actions_per_built_in_env(env_id: str) -> None:
             "must be a finite number, got nan",
         ),
         ("turngym/GuessNumber-v0", {"max_turns": "3"}, TypeError, "max_turns must be an int, got '3' (str)"),
+        ("turngym/Game2048-v0", {"size": 100_000}, ValueError, "Game2048: size must be in 2..16"),
+        ("turngym/Game2048-v0", {"target": 2**40}, ValueError, "target must be a power of two in 4..1048576"),
+        ("turngym/Mastermind-v0", {"code_length": 1000}, ValueError, "code_length must be in 1..12, got 1000"),
     ],
 )
 def test_bad_env_kwargs_get_one_line_errors_at_construction(env_id, kwargs, error, message) -> None:
@@ -159,3 +162,48 @@ def test_kwargs_of_the_right_types_still_construct() -> None:
     env = make("turngym/GuessNumber-v0", low=1, high=8, max_turns=3, reward_weights={"ruled_out": -0.5})
     assert (env.high, env.max_turns, env.reward_weights["ruled_out"]) == (8, 3, -0.5)
     assert make("turngym/MathVerify-v0", difficulty=2).max_turns >= 1  # float-annotated and kwargs-only reach too
+
+
+def test_the_checker_fails_an_env_whose_every_move_hits_the_same_internal_error() -> None:
+    """The old TextArena adapter bug: every move, valid ones too, answered 'could not process (AttributeError)'."""
+    env = make("textarena/TowerOfHanoi-v0")
+
+    def broken_step(action):
+        raise AttributeError("'tuple' object has no attribute 'strip'")
+
+    env.game.step = broken_step
+    with pytest.raises(EnvCheckError, match="hit the same internal error: AttributeError: 'tuple' object has no"):
+        check_env(env, fuzz=50, gymnasium_checker=False)
+
+
+class _Deaf(TextEnv):
+    """Offers a valid move but its parser refuses everything: every action is 'invalid'."""
+
+    default_reward_weights = {"invalid": -0.1}
+
+    def on_reset(self, options):
+        return "Reply [1]."
+
+    def on_step(self, action):
+        return Turn("Invalid move.", {"invalid": 1.0}, metrics={"invalid_action": True})
+
+    def valid_action(self):
+        return "[1]"
+
+
+def test_the_checker_fails_an_env_that_refuses_its_own_valid_action() -> None:
+    with pytest.raises(EnvCheckError, match=r"the env's own valid_action\(\) '\[1\]' was refused: 'Invalid move.'"):
+        check_env(_Deaf(), fuzz=20, gymnasium_checker=False)
+
+
+@pytest.mark.parametrize("env_id", BUILT_IN)
+def test_every_built_in_env_offers_a_valid_action_after_each_turn(env_id) -> None:
+    env = make(env_id)
+    env.reset(seed=4)
+    for _ in range(3):
+        action = env.valid_action()
+        assert action is not None
+        _, _, terminated, truncated, info = env.step(action)
+        assert not info["metrics"]["invalid_action"]
+        if terminated or truncated:
+            break
