@@ -24,6 +24,7 @@ _EXPORTS = {
     "prepare_model": "turngym.agent.models",
     "resolve_model": "turngym.agent.models",
     "EndpointAuthError": "turngym.agent.openai_generator",
+    "EndpointError": "turngym.agent.openai_generator",
     "OpenAIGenerator": "turngym.agent.openai_generator",
     "Trajectory": "turngym.agent.records",
     "TrajectoryGroup": "turngym.agent.records",
@@ -41,6 +42,7 @@ __all__ = [
     "Completion",
     "DEFAULT_MODEL",
     "EndpointAuthError",
+    "EndpointError",
     "Generator",
     "HFGenerator",
     "MODEL_ALIASES",
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
     from turngym.agent.generator import ChatGenerator, Completion, Generator, SamplingParams
     from turngym.agent.hf_generator import HFGenerator
     from turngym.agent.models import DEFAULT_MODEL, MODEL_ALIASES, prepare_model, resolve_model
-    from turngym.agent.openai_generator import EndpointAuthError, OpenAIGenerator
+    from turngym.agent.openai_generator import EndpointAuthError, EndpointError, OpenAIGenerator
     from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord, load_episodes, save_episodes
     from turngym.agent.rollout import collect_groups
     from turngym.agent.scripted import ScriptedGenerator

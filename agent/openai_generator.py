@@ -15,8 +15,12 @@ from typing import Any
 from turngym.agent.generator import Completion, SamplingParams
 
 
-class EndpointAuthError(RuntimeError):
-    """The endpoint rejected the API key (HTTP 401/403)."""
+class EndpointError(RuntimeError):
+    """The endpoint could not be reached, or kept failing after the retries; the message names the URL."""
+
+
+class EndpointAuthError(EndpointError):
+    """The endpoint rejected the API key (HTTP 401/403), or no key was set."""
 
 
 class OpenAIGenerator:
@@ -45,11 +49,18 @@ class OpenAIGenerator:
         import openai
 
         if api_key_env is not None and not os.environ.get(api_key_env):
-            raise EndpointAuthError(f"no API key: set the environment variable {api_key_env} (or api_key_env=None)")
+            raise EndpointAuthError(
+                f"no API key for {base_url}: set the environment variable {api_key_env}, "
+                "or pass api_key_env=None (CLI: --no-api-key) for a server without authentication"
+            )
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
-        self.max_concurrency = max_concurrency
+        self.max_concurrency, self.max_retries = max_concurrency, max_retries
         api_key = os.environ[api_key_env] if api_key_env else "none"
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout)
+
+    @property
+    def _attempts(self) -> str:
+        return f"after {self.max_retries + 1} attempts" if self.max_retries else "after 1 attempt"
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
@@ -81,6 +92,27 @@ class OpenAIGenerator:
             raise EndpointAuthError(
                 f"{self.base_url} rejected the request (HTTP {err.status_code}): check {who}"
             ) from None  # the original carries request details; the message says what to fix
+        except openai.APITimeoutError:
+            raise EndpointError(
+                f"{self.base_url} did not answer within {self._client.timeout} s, {self._attempts}"
+            ) from None
+        except openai.APIConnectionError as err:
+            reason = _first_line(err.__cause__ or err)
+            raise EndpointError(
+                f"cannot reach {self.base_url} ({reason}), {self._attempts}; is the server running?"
+            ) from None
+        except openai.APIStatusError as err:
+            retried = f", {self._attempts}" if err.status_code in (408, 409, 429) or err.status_code >= 500 else ""
+            raise EndpointError(
+                f"{self.base_url} answered HTTP {err.status_code} for model {self.model!r}{retried}: {_first_line(err)}"
+            ) from None
+        if not response.choices:
+            raise EndpointError(f"{self.base_url} returned no choices for model {self.model!r}")
         choice = response.choices[0]
         finish = "length" if choice.finish_reason == "length" else "stop"
         return Completion(token_ids=[], logprobs=[], finish_reason=finish, text=choice.message.content or "")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]

@@ -291,6 +291,26 @@ def dump_recipe(config: TrainConfig) -> str:
     return yaml.safe_dump(recipe_to_dict(config), sort_keys=False, allow_unicode=True, width=100)
 
 
+def recipe_changes(config: TrainConfig) -> list[str]:
+    """`key=value` for each setting that differs from its default, in recipe order (a run's header line)."""
+    baseline = TrainConfig(envs=[EnvConfig(id=env.id) for env in config.envs])
+    mine, default = _dotted(recipe_to_dict(config)), _dotted(recipe_to_dict(baseline))
+    return [f"{key}={json_like(value)}" for key, value in mine.items() if default.get(key, ...) != value]
+
+
+def _dotted(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list) and any(isinstance(v, dict) for v in data):
+        items = enumerate(data)
+    else:
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(_dotted(value, f"{prefix}{key}."))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}

@@ -43,7 +43,7 @@ from turngym.agent.rollout import collect_groups
 from turngym.algos import Objective, Selection
 from turngym.trainer import checkpoint as ckpt
 from turngym.trainer.collate import StepRows
-from turngym.trainer.config import TrainConfig, check_envs, dump_recipe
+from turngym.trainer.config import TrainConfig, check_envs, recipe_changes
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
 from turngym.trainer.evaluate import EnvEval, evaluate_envs, transcript
@@ -107,8 +107,8 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
     if procs.device.type == "cpu":
         keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in every micro-batch
     display = Display(config.run.steps, procs.is_main, config.run.progress)
-    display.print(f"[bold]turngym train[/bold] {config.name} -> {run.path}")
-    display.print(f"[dim]{dump_recipe(config).rstrip()}[/dim]")
+    display.print(f"[bold]turngym train[/bold] {config.name} -> {run.path} (the whole recipe: recipe.yaml there)")
+    display.print(f"[dim]not default: {escape(' '.join(recipe_changes(config)) or 'nothing')}[/dim]")
     objective = config.objective.build()
     learner, tokenizer, state = _build_learner(config, objective, run, procs)
     generator = generator or _build_generator(config, procs)

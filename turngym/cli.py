@@ -169,12 +169,16 @@ def play(
     backend: str = typer.Option("vllm", help="With --model: vllm, hf, or openai (with --base-url)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint's API key."),
+    no_api_key: bool = typer.Option(False, "--no-api-key", help="The endpoint needs no key (a local server)."),
+    max_retries: int = typer.Option(5, min=0, help="With --base-url: retries on connection errors, 429 and 5xx."),
     temperature: float = typer.Option(0.7, min=0.0, help="With --model: sampling temperature (0 = greedy)."),
     max_tokens: int = typer.Option(256, min=1, help="With --model: tokens per reply."),
 ) -> None:
     """Play an environment in the terminal: you type one action per line (Ctrl-D stops), or --model plays."""
     if model is not None:
-        _model_plays(env_id, seed, _parse_kwargs(kwarg), model, backend, base_url, api_key_env, temperature, max_tokens)
+        key_env = None if no_api_key else api_key_env
+        endpoint = (base_url, key_env, max_retries)
+        _model_plays(env_id, seed, _parse_kwargs(kwarg), model, backend, endpoint, temperature, max_tokens)
         return
     env, _ = _load_env(env_id, _parse_kwargs(kwarg))
     obs, _ = env.reset(seed=seed)
@@ -273,14 +277,14 @@ def _components(rewards: dict[str, float]) -> str:
     return f" ({shown})" if shown else ""
 
 
-def _model_plays(env_id, seed, kwargs, model, backend, base_url, api_key_env, temperature, max_tokens) -> None:
+def _model_plays(env_id, seed, kwargs, model, backend, endpoint, temperature, max_tokens) -> None:
     """One episode played by a model; prints the transcript turn by turn, as it is played."""
     import itertools
 
-    from turngym.agent import SamplingParams, collect_groups
+    from turngym.agent import EndpointError, SamplingParams, collect_groups
 
     env, _ = _load_env(env_id, kwargs)  # a bad env id or kwarg fails here, before any model loads
-    generator = _generator(model, backend, base_url, api_key_env)
+    generator = _generator(model, backend, *endpoint)
     seed = 0 if seed is None else seed
     console.print(env.reset(seed=seed)[0], markup=False, highlight=False)  # the episode starts from the same seed
 
@@ -292,9 +296,13 @@ def _model_plays(env_id, seed, kwargs, model, backend, base_url, api_key_env, te
 
     turn_numbers = itertools.count(1)
     sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
-    [group] = collect_groups(
-        env_id, [seed], 1, generator, sampling=sampling, env_kwargs=kwargs, progress=False, on_turn=show
-    )
+    try:
+        [group] = collect_groups(
+            env_id, [seed], 1, generator, sampling=sampling, env_kwargs=kwargs, progress=False, on_turn=show
+        )
+    except EndpointError as err:
+        err_console.print(f"[red]{type(err).__name__}:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     [trajectory] = group.trajectories
     console.rule()
     won = trajectory.metrics.get("won", False)
@@ -304,7 +312,7 @@ def _model_plays(env_id, seed, kwargs, model, backend, base_url, api_key_env, te
     )
 
 
-def _generator(model: str, backend: str, base_url: str | None, api_key_env: str):
+def _generator(model: str, backend: str, base_url: str | None, api_key_env: str | None, max_retries: int = 5):
     """The generator `play --model` uses; a bad backend or model name exits 2 before anything loads."""
     from turngym.agent.models import ModelNotFoundError, resolve_model
 
@@ -312,9 +320,14 @@ def _generator(model: str, backend: str, base_url: str | None, api_key_env: str)
         err_console.print(f"[red]unknown backend {backend!r}[/red]: use vllm, hf or openai")
         raise typer.Exit(2)
     if backend == "openai" or base_url is not None:
-        from turngym.agent import OpenAIGenerator
+        from turngym.agent import EndpointError, OpenAIGenerator
 
-        return OpenAIGenerator(model, base_url=base_url or "https://api.openai.com/v1", api_key_env=api_key_env)
+        try:
+            url = base_url or "https://api.openai.com/v1"
+            return OpenAIGenerator(model, base_url=url, api_key_env=api_key_env, max_retries=max_retries)
+        except EndpointError as err:
+            err_console.print(f"[red]{type(err).__name__}:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     try:
         model = resolve_model(model)
     except ModelNotFoundError as err:

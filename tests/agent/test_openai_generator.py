@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from turngym.agent import EndpointAuthError, OpenAIGenerator, SamplingParams, collect_groups
+from turngym.agent import EndpointAuthError, EndpointError, OpenAIGenerator, SamplingParams, collect_groups
 
 KEY = "test-key-that-must-not-leak"
 
@@ -149,3 +149,53 @@ def test_retries_on_429_and_5xx_with_bounded_concurrency() -> None:
         assert state["max_in_flight"] <= 3
     finally:
         server.shutdown()
+
+
+class _AlwaysFailing(BaseHTTPRequestHandler):
+    """Answers every request with HTTP 500 and a JSON error."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        data = json.dumps({"error": {"message": "the model crashed"}}).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_an_unreachable_or_failing_endpoint_is_one_line_naming_the_url() -> None:
+    refused = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    generator = OpenAIGenerator("m", base_url=refused, api_key_env=None, max_retries=1)
+    with pytest.raises(EndpointError) as caught:
+        generator.chat([[{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=4))
+    message = str(caught.value)
+    assert f"cannot reach {refused}" in message and "after 2 attempts" in message and "\n" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained 400-line traceback
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AlwaysFailing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        generator = OpenAIGenerator("m", base_url=url, api_key_env=None, max_retries=1)
+        with pytest.raises(EndpointError, match=rf"{url} answered HTTP 500 for model 'm', after 2 attempts: .*crashed"):
+            generator.chat([[{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=4))
+    finally:
+        server.shutdown()
+
+
+def test_the_cli_says_which_endpoint_failed_and_how_to_skip_the_key(monkeypatch) -> None:
+    from tests.envs.test_cli_envs import turngym
+
+    refused = f"http://127.0.0.1:{_free_port()}/v1"
+    args = ("play", "turngym/GuessNumber-v0", "--model", "m", "--base-url", refused, "--max-retries", "0")
+    proc = turngym(*args, "--no-api-key")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    [line] = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"EndpointError: cannot reach {refused}")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    proc = turngym(*args, "--api-key-env", "TURNGYM_NO_SUCH_KEY")
+    assert proc.returncode == 2 and "set the environment variable TURNGYM_NO_SUCH_KEY" in proc.stderr
+    assert "(CLI: --no-api-key)" in proc.stderr

@@ -159,3 +159,19 @@ def test_greedy_group_on_a_deterministic_env_is_identical(vllm_tiny) -> None:
 
 def test_chat_format_is_built_from_the_generators_tokenizer(vllm_tiny) -> None:
     assert ChatFormat(vllm_tiny.tokenizer).prefix_stable
+
+
+def test_on_turn_reports_each_turn_as_it_is_played(tokenizer) -> None:
+    generator = ScriptedGenerator(tokenizer, binary_search_policy)
+    seen = []  # (group, episode, generate calls so far, action)
+
+    def on_turn(group_index, episode_index, turn) -> None:
+        seen.append((group_index, episode_index, len(generator.calls), turn.action))
+
+    groups = collect_groups("turngym/GuessNumber-v0", [3, 4], 2, generator, progress=False, on_turn=on_turn)
+    for g, group in enumerate(groups):
+        for e, trajectory in enumerate(group.trajectories):
+            mine = [(calls, action) for gi, ei, calls, action in seen if (gi, ei) == (g, e)]
+            # turn k of an episode is reported right after the k-th batched generate call, not at the end
+            assert mine == [(k, turn.action) for k, turn in enumerate(trajectory.turns, start=1)]
+    assert len(seen) == sum(t.num_turns for g in groups for t in g.trajectories)

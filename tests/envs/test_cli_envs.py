@@ -111,6 +111,18 @@ def test_a_model_plays_and_the_transcript_is_printed(tiny_model_dir) -> None:
     out = proc.stdout
     assert "I am thinking of a whole number" in out and out.count("model:") == 7 and out.count("env:") == 7
     assert "Result: not won after 7 turns (truncated)" in out
+    assert "WARNING" not in out and "vLLM" not in out  # quiet by default: the transcript and nothing else
+    assert out.splitlines()[0].startswith("I am thinking of a whole number")
+    assert [line for line in proc.stderr.splitlines() if line.strip() and "vLLM warnings hidden" not in line] == []
+
+
+def test_verbose_shows_the_libraries_own_logs(tiny_model_dir) -> None:
+    proc = turngym(
+        "--verbose", "play", "turngym/GuessNumber-v0", "--model", str(tiny_model_dir), "--seed", "2",
+        "--temperature", "0", "--max-tokens", "4", "-k", "max_turns=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WARNING" in proc.stdout + proc.stderr and "vLLM warnings hidden" not in proc.stderr
 
 
 def test_play_with_a_missing_jsonl_file_is_one_line() -> None:

@@ -114,3 +114,37 @@ def test_plot_of_a_directory_that_is_not_a_run_exits_2(in_tmp) -> None:
     (in_tmp / "empty").mkdir()
     result = runner.invoke(app, ["plot", "empty"])
     assert result.exit_code == 2 and "is empty a turngym run directory?" in result.output
+
+
+def test_a_three_step_run_prints_seven_lines_and_no_library_noise(tiny_model_dir, tmp_path) -> None:
+    """Real CLI in a subprocess, on the plain Gymnasium env of tests/envs/plain_env.py."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    recipe = {
+        "name": "three",
+        "model": {"name": str(tiny_model_dir), "max_model_len": 1024, "kv_cache_gib": 0.25},
+        "envs": [{"id": str(repo / "tests/envs/plain_env.py") + ":VowelGame", "max_turns": 2}],
+        "rollout": {"group_size": 4, "groups_per_step": 3, "max_tokens": 12},
+        "run": {"steps": 3, "dir": str(tmp_path / "run")},
+    }
+    (tmp_path / "three.yaml").write_text(yaml.safe_dump(recipe))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "TURNGYM_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "turngym", "train", str(tmp_path / "three.yaml")],
+        capture_output=True, text=True, cwd=repo, env={**env, "CI": "true", "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 7, done.stdout  # header, non-default keys, 3 steps, summary, plots
+    assert lines[1].startswith("not default: name=three model.name=") and "run.steps=3" in lines[1]
+    assert [line.split("|")[0].strip() for line in lines[2:5]] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert "WARNING" not in done.stdout and "vLLM" not in done.stdout
+    # stderr: only the count of hidden warnings, which train.log keeps
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        line for line in done.stderr.splitlines() if "vLLM warnings hidden; --verbose" in line
+    ]
+    assert "WARNING vllm." in (tmp_path / "run" / "train.log").read_text()

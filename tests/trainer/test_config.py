@@ -15,6 +15,7 @@ from turngym.trainer.config import (
     dump_recipe,
     field_docs,
     load_recipe,
+    recipe_changes,
     recipe_reference,
 )
 
@@ -36,6 +37,17 @@ def test_defaults_and_dotted_overrides() -> None:
     assert config.envs[0].id == "turngym/GuessNumber-v0" and config.envs[0].kwargs == {"high": 8}
     assert config.objective.build() == GRPO(eps_high=0.28)
     assert config.optimizer.lr == 3e-5  # YAML reads "3e-5" as a string; numbers are coerced
+
+
+def test_recipe_changes_lists_exactly_the_non_default_settings() -> None:
+    config = load_recipe(
+        {"envs": ["turngym/GuessNumber-v0"]},
+        ["rollout.group_size=4", "envs.0.kwargs.high=8", "objective.eps_high=0.28", "optimizer.lr=3e-5"],
+    )
+    assert recipe_changes(config) == [
+        "envs.0.kwargs.high=8", "rollout.group_size=4", "objective.eps_high=0.28", "optimizer.lr=3.0e-05",
+    ]  # fmt: skip
+    assert recipe_changes(load_recipe(BASE)) == []
 
 
 def test_gfpo_takes_a_base_objective_and_round_trips() -> None:
