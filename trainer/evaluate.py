@@ -7,7 +7,6 @@ every evaluation, so the numbers before and after training are measured on the s
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,27 +18,7 @@ from turngym.trainer.config import EnvConfig
 from turngym.trainer.distributed import Processes
 from turngym.trainer.metrics import success
 from turngym.trainer.seeds import eval_seeds
-
-Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion (Wilson 1927).
-
-    `(p + z^2/2n -/+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)` with `p = successes / n`; it stays
-    inside [0, 1] and is not degenerate at 0 or n successes, unlike the normal approximation.
-
-    Example:
-        >>> [round(x, 4) for x in wilson_interval(0, 10)]
-        [0.0, 0.2775]
-    """
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    scale = 1 + z * z / n
-    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+from turngym.trainer.stats import wilson_interval
 
 
 @dataclass
