@@ -363,8 +363,8 @@ def _build_dataclass(cls: type, raw: Any, key: str) -> Any:
         return raw
     if cls is ObjectiveConfig:
         return _objective_config(raw, key)
-    if cls is EnvConfig and isinstance(raw, str):
-        raw = {"id": raw}
+    if isinstance(raw, str) and "id" in {f.name for f in dataclasses.fields(cls)}:
+        raw = {"id": raw}  # `envs: [an/id]` is short for `[{id: an/id}]`
     if not isinstance(raw, Mapping):
         raise RecipeError(key, f"must be a mapping of {_field_list(cls)}, got {_describe(raw)}")
     hints = typing.get_type_hints(cls)
@@ -380,6 +380,11 @@ def _build_dataclass(cls: type, raw: Any, key: str) -> Any:
         raise
     except (TypeError, ValueError) as err:
         raise RecipeError(key, str(err)) from err
+
+
+def build_dataclass(cls: type, raw: Any, key: str = "") -> Any:
+    """Build dataclass `cls` from YAML data with the recipe checks (unknown keys, types, ranges)."""
+    return _build_dataclass(cls, raw, key)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:  # noqa: C901 (one branch per kind of type)

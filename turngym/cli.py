@@ -255,6 +255,80 @@ def train(
         raise typer.Exit(130)
 
 
+@app.command("eval")
+def eval_suite(
+    suite_path: str = typer.Argument(..., metavar="SUITE", help="A suite YAML file (examples/suites/*.yaml)."),
+    model: list[str] = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="Repeatable: an alias, a model or checkpoint directory, a run directory, or openai:MODEL@BASE_URL.",
+    ),
+    out: str | None = typer.Option(
+        None, "--out", help="Output directory (default: evals/<suite name>); re-run to resume."
+    ),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the endpoints' API key."),
+    no_api_key: bool = typer.Option(False, "--no-api-key", help="The endpoints need no key (a local server)."),
+    max_model_len: int = typer.Option(4096, min=64, help="vLLM models: context length (prompt + replies)."),
+    kv_cache_gib: float = typer.Option(2.0, min=0.05, help="vLLM models: memory reserved for the KV cache."),
+    chunk_seeds: int = typer.Option(16, min=1, help="Seeds per batched rollout, and per write to episodes.jsonl."),
+) -> None:
+    """Evaluate models on a suite: a table here; report.md, report.json, plots and episodes in --out.
+
+    Every model plays the same seeds. Exit status: 0 done, 2 bad suite or model (nothing run).
+    """
+    from pathlib import Path
+
+    from turngym.trainer.config import RecipeError
+    from turngym.trainer.eval_run import parse_model
+    from turngym.trainer.suite import load_suite
+
+    try:
+        suite = load_suite(suite_path)
+        models = [parse_model(m) for m in model]
+    except (RecipeError, ValueError, OSError) as err:
+        err_console.print(f"[red]suite error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        err_console.print(f"[red]the same model twice:[/red] {labels}")
+        raise typer.Exit(2)
+    engine = {"max_model_len": max_model_len, "kv_cache_gib": kv_cache_gib}
+    key = None if no_api_key else api_key_env
+    _run_eval(suite, models, Path(out or Path("evals") / suite.name), key, engine, chunk_seeds)
+
+
+def _run_eval(suite, models, out, api_key_env, engine, chunk_seeds) -> None:
+    """Play what is missing, then summarise everything in `out`."""
+    from turngym.agent import EndpointError
+    from turngym.trainer.eval_run import EPISODES, RUN_INFO, read_records, run_suite
+    from turngym.trainer.report import print_table, summarize, write_report
+
+    def open_generator(m):
+        if m.base_url is not None:
+            from turngym.agent import OpenAIGenerator
+
+            return OpenAIGenerator(m.endpoint_model, base_url=m.base_url, api_key_env=api_key_env)
+        from turngym.agent import VLLMGenerator
+
+        err_console.print(f"[dim]starting vLLM for {m.label} ...[/dim]")
+        return VLLMGenerator(m.path, **engine)
+
+    try:
+        run_suite(suite, models, out, open_generator=open_generator, chunk_seeds=chunk_seeds,
+                  progress=lambda line: err_console.print(f"[dim]{escape(line)}[/dim]", highlight=False))  # fmt: skip
+    except (EndpointError, ValueError) as err:
+        err_console.print(f"[red]{type(err).__name__}:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    import json
+
+    known = [m["label"] for m in json.loads((out / RUN_INFO).read_text())["models"]]  # earlier runs' models too
+    report = summarize(read_records(out / EPISODES), suite.to_dict(), known)
+    written = write_report(report, out)
+    print_table(report, console)
+    console.print(f"report: {written[1]} (and report.json, {', '.join(p.name for p in written[2:])}) in {out}")
+
+
 @app.command("plot")
 def plot(
     run_dirs: list[str] = typer.Argument(..., help="One or more run directories (overlaid, with a legend)."),

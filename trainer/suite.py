@@ -1,0 +1,205 @@
+"""Evaluation suites: a YAML list of envs, seeds, episodes per seed and sampling settings.
+
+A suite names what to measure once, so every model (a base model, a checkpoint, an endpoint) is
+played on the same games:
+
+    name: quick
+    num_seeds: 16            # held-out seeds EVAL_SEED_BASE + seed_base + i (training never draws them)
+    episodes_per_seed: 2     # n samples per seed, for pass@k (k = 1, 2, 4, ... <= n unless pass_k says)
+    sampling: {temperature: 0.7, max_tokens: 128}
+    envs:
+      - id: turngym/GuessNumber-v0
+        kwargs: {high: 4}
+        max_turns: 3
+      - turngym/MathVerify-v0        # a bare id is short for {id: ...}
+
+Every env entry may override `seeds` (an explicit list), `num_seeds`, `episodes_per_seed`,
+`max_turns` and `system_prompt`; `name` tells two entries of the same id apart. `load_suite`
+checks every key and value like a training recipe (unknown keys with the closest valid one, types,
+ranges) and makes each env once, so a bad id or kwarg fails before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from turngym.trainer.config import RecipeError, build_dataclass
+from turngym.trainer.seeds import EVAL_SEED_BASE, eval_seeds
+
+
+@dataclass
+class SuiteEnv:
+    """One env of a suite."""
+
+    id: str = ""
+    """An env id, `textarena/<GameId>`, `reasoning_gym/<dataset>`, `module:Class` or `path/file.py:Class`."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Constructor arguments."""
+    name: str | None = None
+    """How reports name this entry (default: the id); needed when one id appears twice."""
+    seeds: list[int] | None = None
+    """Explicit env seeds (default: the suite's)."""
+    num_seeds: int | None = None
+    """How many held-out seeds (default: the suite's)."""
+    episodes_per_seed: int | None = None
+    """Episodes per seed (default: the suite's)."""
+    max_turns: int | None = None
+    """Stop episodes after this many turns (default: the suite's, else the env's own limit)."""
+    system_prompt: str | None = None
+    """System message (default: the suite's, else the env's `instructions`)."""
+
+    @property
+    def label(self) -> str:
+        """The name reports use."""
+        return self.name or self.id
+
+
+@dataclass
+class SuiteSampling:
+    """How the models sample."""
+
+    temperature: float = 0.7
+    """Sampling temperature (> 0 when `episodes_per_seed` > 1, or the samples of a seed coincide)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_tokens: int = 256
+    """Tokens per reply."""
+    seed: int | None = 0
+    """Sampling seed (null: unseeded)."""
+
+
+@dataclass
+class SuiteConfig:
+    """A whole evaluation suite."""
+
+    envs: list[SuiteEnv] = field(default_factory=list)
+    """The envs to evaluate."""
+    name: str = "suite"
+    """The suite's name (default: the file's stem); names the output directory."""
+    num_seeds: int = 32
+    """Held-out seeds per env: `EVAL_SEED_BASE + seed_base + i`, a range training never draws from."""
+    seed_base: int = 0
+    """Offset of the first seed in the held-out range."""
+    seeds: list[int] | None = None
+    """Explicit seeds for every env instead of `num_seeds` held-out ones."""
+    episodes_per_seed: int = 1
+    """Episodes per seed (n): pass@k needs n >= k."""
+    pass_k: list[int] | None = None
+    """The k of pass@k (default: 1, 2, 4, ... up to `episodes_per_seed`)."""
+    max_turns: int | None = None
+    """Default turn limit of every env (null: each env's own)."""
+    max_context_tokens: int | None = None
+    """Token budget of an episode (default: the model's context length)."""
+    system_prompt: str | None = None
+    """Default system message (null: each env's `instructions`)."""
+    sampling: SuiteSampling = field(default_factory=SuiteSampling)
+    """Sampling settings."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def seeds_of(self, env: SuiteEnv) -> list[int]:
+        """The env seeds this entry plays."""
+        if env.seeds is not None:
+            return list(env.seeds)
+        if env.num_seeds is None and self.seeds is not None:
+            return list(self.seeds)
+        return eval_seeds(env.num_seeds or self.num_seeds, offset=self.seed_base)
+
+    def episodes_of(self, env: SuiteEnv) -> int:
+        """Episodes per seed of this entry."""
+        return env.episodes_per_seed or self.episodes_per_seed
+
+    def ks_of(self, env: SuiteEnv) -> list[int]:
+        """The pass@k values reported for this entry (those <= its episodes per seed)."""
+        n = self.episodes_of(env)
+        ks = self.pass_k or [2**i for i in range(n.bit_length()) if 2**i <= n]
+        return [k for k in ks if k <= n]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The suite as plain YAML-ready data (saved with every report)."""
+        return dataclasses.asdict(self)
+
+
+def load_suite(source: str | Path | Mapping[str, Any], check_envs: bool = True) -> SuiteConfig:
+    """Read and check a suite (a YAML path or a mapping).
+
+    Raises:
+        RecipeError: a key or value that cannot be used; the message names the key and the fix.
+    """
+    if isinstance(source, Mapping):
+        raw, default_name = dict(source), "suite"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise RecipeError("", f"suite file {str(path)!r} does not exist (examples: examples/suites/*.yaml)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise RecipeError("", f"{path} is not valid YAML: {' '.join(str(err).split())}") from err
+        if not isinstance(raw, dict):
+            raise RecipeError("", f"{path} must hold a mapping (envs:, num_seeds:, ...), not a {type(raw).__name__}")
+        default_name = path.stem
+    suite = build_dataclass(SuiteConfig, {"name": default_name, **raw})
+    if check_envs:
+        _check_envs(suite)
+    return suite
+
+
+def _validate(suite: SuiteConfig) -> None:  # noqa: C901 (a flat list of checks reads best)
+    if not suite.envs:
+        raise RecipeError("envs", "the suite names no env; add e.g. `envs: [turngym/GuessNumber-v0]`")
+    labels = [env.label for env in suite.envs]
+    if len(set(labels)) != len(labels):
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        raise RecipeError("envs", f"{twice} appear twice; give the entries different `name:`s")
+    for key, value in (("num_seeds", suite.num_seeds), ("episodes_per_seed", suite.episodes_per_seed)):
+        if value < 1:
+            raise RecipeError(key, f"must be >= 1, got {value}")
+    if suite.seed_base < 0 or suite.seed_base + suite.num_seeds > EVAL_SEED_BASE:
+        raise RecipeError("seed_base", f"must be in 0..{EVAL_SEED_BASE - suite.num_seeds}, got {suite.seed_base}")
+    for k in suite.pass_k or []:
+        if not 1 <= k <= suite.episodes_per_seed:
+            raise RecipeError("pass_k", f"k={k} needs 1 <= k <= episodes_per_seed ({suite.episodes_per_seed})")
+    s = suite.sampling
+    if s.temperature < 0 or not 0 < s.top_p <= 1 or s.max_tokens < 1:
+        raise RecipeError("sampling", "needs temperature >= 0, 0 < top_p <= 1 and max_tokens >= 1")
+    if s.temperature == 0 and suite.episodes_per_seed > 1:
+        raise RecipeError("sampling.temperature", "is 0 (greedy) with episodes_per_seed > 1: the samples coincide")
+    for key, value in (("max_turns", suite.max_turns), ("max_context_tokens", suite.max_context_tokens)):
+        if value is not None and value < 1:
+            raise RecipeError(key, f"must be >= 1, got {value}")
+    for i, env in enumerate(suite.envs):
+        _validate_env(env, f"envs.{i}")
+
+
+def _validate_env(env: SuiteEnv, key: str) -> None:
+    if not env.id:
+        raise RecipeError(f"{key}.id", "is missing; name an env id (`turngym envs list`)")
+    for name in ("num_seeds", "episodes_per_seed", "max_turns"):
+        value = getattr(env, name)
+        if value is not None and value < 1:
+            raise RecipeError(f"{key}.{name}", f"must be >= 1, got {value}")
+    if env.seeds is not None:
+        if not env.seeds:
+            raise RecipeError(f"{key}.seeds", "is empty; list seeds or drop the key")
+        if any(s < 0 for s in env.seeds) or len(set(env.seeds)) != len(env.seeds):
+            raise RecipeError(f"{key}.seeds", "must be distinct ints >= 0")
+
+
+def _check_envs(suite: SuiteConfig) -> None:
+    """Make every env once, so a bad id or kwarg fails before any model loads."""
+    from turngym.envs import make
+
+    for i, env in enumerate(suite.envs):
+        try:
+            made = make(env.id, **env.kwargs)
+        except Exception as err:  # noqa: BLE001 (any failure to build the env is a suite error)
+            raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}") from err
+        made.close()
