@@ -217,6 +217,9 @@ class EvalConfig:
     """Episodes per env, one per held-out seed."""
     temperature: float | None = None
     """Sampling temperature (default: `rollout.temperature`)."""
+    suite: str | None = None
+    """An evaluation suite (examples/suites/*.yaml) to run instead: its envs, seeds and sampling, with pass@k.
+    It also runs at step 0, so the curve starts at the untrained model."""
 
 
 @dataclass
@@ -721,3 +724,10 @@ def check_envs(config: TrainConfig) -> None:
         except Exception as err:  # noqa: BLE001 (any failure to build the env is a recipe error)
             raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}") from err
         instance.close()
+    if config.eval.suite is not None:
+        from turngym.trainer.suite import load_suite
+
+        try:
+            load_suite(config.eval.suite)
+        except RecipeError as err:
+            raise RecipeError("eval.suite", str(err)) from err

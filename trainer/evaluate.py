@@ -7,7 +7,7 @@ every evaluation, so the numbers before and after training are measured on the s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class EnvEval:
         invalid_rate: share of turns the env marked invalid.
         turns: mean turns per episode.
         failed: episodes whose env raised.
+        pass_at: k -> pass@k (suites with several episodes per seed).
     """
 
     env_id: str
@@ -47,6 +48,7 @@ class EnvEval:
     invalid_rate: float
     turns: float
     failed: int
+    pass_at: dict[int, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -117,6 +119,42 @@ def evaluate_envs(
                 else 0.0,
                 turns=sum(t.num_turns for t in done) / len(done) if done else 0.0,
                 failed=len(trajectories) - len(done),
+            )
+        )
+    return results
+
+
+def evaluate_suite(generator: Any, suite: Any, procs: Processes, episodes_path: Path | None = None) -> list[EnvEval]:
+    """Play an evaluation suite (`turngym.trainer.suite`) with `generator`, seeds shared over processes.
+
+    The same statistics as `turngym eval` (`turngym.trainer.report.env_stats`), one `EnvEval` per
+    suite env, named by its label.
+    """
+    from turngym.trainer.eval_run import play
+    from turngym.trainer.report import env_stats
+
+    results = []
+    for env in suite.envs:
+        seeds = suite.seeds_of(env)
+        groups = play(generator, suite, env, [seeds[i] for i in procs.share(len(seeds))])
+        gathered = sorted((g for part in procs.gather(groups) for g in part), key=lambda g: g.seed)
+        if episodes_path is not None and procs.is_main:
+            episodes_path.parent.mkdir(parents=True, exist_ok=True)
+            save_episodes(episodes_path, gathered)
+        s = env_stats("policy", env.label, gathered, suite.ks_of(env))
+        results.append(
+            EnvEval(
+                env_id=env.label,
+                episodes=s.episodes,
+                successes=s.successes,
+                success=0.0 if s.episodes == 0 else s.success,
+                low=s.low,
+                high=s.high,
+                reward=0.0 if s.episodes == 0 else s.reward,
+                invalid_rate=s.invalid_rate,
+                turns=0.0 if s.episodes == 0 else s.turns,
+                failed=s.failed,
+                pass_at=s.pass_at,
             )
         )
     return results

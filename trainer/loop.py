@@ -46,7 +46,7 @@ from turngym.trainer.collate import StepRows
 from turngym.trainer.config import TrainConfig, check_envs, recipe_changes
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
-from turngym.trainer.evaluate import EnvEval, evaluate_envs, transcript
+from turngym.trainer.evaluate import EnvEval, evaluate_envs, evaluate_suite, transcript
 from turngym.trainer.metrics import MetricsLog, rollout_metrics, success
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
 from turngym.trainer.run import LOG, RunDir, open_run
@@ -120,7 +120,7 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
     result = TrainResult(run.path, state.step, evals=_read_evals(run.path))
     display.begin(state.step)
     try:
-        if config.eval.at_start and 0 not in result.evals:
+        if (config.eval.at_start or config.eval.suite) and 0 not in result.evals:
             result.evals[0] = _evaluate(config, generator, procs, run.path, 0, log, display)
         _run_steps(config, objective, learner, tokenizer, generator, state, procs, run, log, display, result)
         if config.eval.at_end and state.step not in result.evals and not result.interrupted:
@@ -388,8 +388,11 @@ def _save(config, objective, learner, tokenizer, state, procs, run_dir) -> None:
 
 def _evaluate(config, generator, procs, run_dir, step, log, display) -> list[EnvEval]:  # noqa: PLR0913
     """Held-out evaluation with the current weights; logged to eval.jsonl and the metrics."""
-    display.phase(f"evaluating ({config.eval.episodes} episodes per env)")
     start = time.perf_counter()
+    if config.eval.suite is not None:
+        results = _evaluate_suite(config, generator, procs, run_dir, step, display)
+        return _log_evaluation(results, run_dir, step, time.perf_counter() - start, procs, log, display)
+    display.phase(f"evaluating ({config.eval.episodes} episodes per env)")
     temperature = config.eval.temperature if config.eval.temperature is not None else config.rollout.temperature
     sampling = SamplingParams(
         temperature=temperature, top_p=config.rollout.top_p, max_tokens=config.rollout.max_tokens, seed=config.run.seed
@@ -400,7 +403,23 @@ def _evaluate(config, generator, procs, run_dir, step, log, display) -> list[Env
     results = evaluate_envs(
         generator, config.envs, config.eval.episodes, sampling, config.rollout.max_context_tokens, procs, episodes_path
     )
-    seconds = time.perf_counter() - start
+    return _log_evaluation(results, run_dir, step, time.perf_counter() - start, procs, log, display)
+
+
+def _evaluate_suite(config, generator, procs, run_dir, step, display) -> list[EnvEval]:  # noqa: PLR0913
+    """`eval.suite` with the current weights: the suite's envs, seeds and sampling, its episodes saved."""
+    from turngym.trainer.suite import load_suite
+
+    suite = load_suite(config.eval.suite, check_envs=False)
+    display.phase(f"evaluating suite {suite.name}")
+    episodes_path = eval_episodes_path(run_dir, step)
+    if procs.is_main:
+        episodes_path.unlink(missing_ok=True)
+    return evaluate_suite(generator, suite, procs, episodes_path)
+
+
+def _log_evaluation(results, run_dir, step, seconds, procs, log, display) -> list[EnvEval]:  # noqa: PLR0913
+    """Write an evaluation to eval.jsonl and the metrics, and print one line per env."""
     if procs.is_main:
         with open(run_dir / "eval.jsonl", "a", encoding="utf-8") as out:
             out.write(json.dumps({"step": step, "seconds": seconds, "envs": [r.to_dict() for r in results]}) + "\n")
@@ -409,6 +428,7 @@ def _evaluate(config, generator, procs, run_dir, step, log, display) -> list[Env
         for r in results
         for k in ("success", "low", "high", "reward", "invalid_rate")
     }
+    metrics |= {f"eval/{r.env_id}/pass@{k}": v for r in results for k, v in r.pass_at.items()}
     log.write(step, metrics | {"time/eval": seconds})
     for r in results:
         display.print(
@@ -431,7 +451,10 @@ def _read_evals(run_dir: Path) -> dict[int, list[EnvEval]]:
     for line in path.read_text().splitlines():
         if line.strip():
             record = json.loads(line)
-            evals[record["step"]] = [EnvEval(**r) for r in record["envs"]]
+            evals[record["step"]] = [
+                EnvEval(**{**r, "pass_at": {int(k): v for k, v in r.get("pass_at", {}).items()}})
+                for r in record["envs"]
+            ]
     return evals
 
 
@@ -456,7 +479,7 @@ def _show_example(run_dir: Path, step: int, display: Display) -> None:
     before, after = (load_episodes(p)[0] for p in paths)
     display.print(f"held-out episode {before.env_id} seed {before.seed}, before and after training:")
     for when, group in (("before", before), ("after", after)):
-        [trajectory] = group.trajectories
+        trajectory = group.trajectories[0]  # suites may play several episodes per seed
         display.print(f"  [bold]{when}[/bold]: {'won' if success(trajectory) else 'not won'}")
         for line in transcript(trajectory):
             display.print(f"    [dim]{escape(line)}[/dim]")

@@ -344,14 +344,15 @@ def print_table(report: Report, console: Any) -> None:
     """The terminal table (rich), and the side-by-side comparison when there are several models."""
     from rich.table import Table
 
+    width = None if console.is_terminal else 200  # piped to a file: do not squeeze the table to 80 columns
     header, rows = table_rows(report)
     table = Table(*header, title=f"turngym eval {report.suite['name']}", title_justify="left")
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    console.print(table, width=width)
     if report.comparisons:
         header, rows = comparison_rows(report)
         table = Table(*header, title=f"paired on the same seeds, against {report.models[0]}", title_justify="left")
         for row in rows:
             table.add_row(*row)
-        console.print(table)
+        console.print(table, width=width)

@@ -83,6 +83,30 @@ def test_collect_groups_evaluates_through_an_endpoint(vllm_server, monkeypatch) 
             assert trajectory.reward == pytest.approx(sum(t.reward for t in trajectory.turns))
 
 
+def test_turngym_eval_through_the_endpoint_writes_a_full_report(vllm_server, tmp_path) -> None:
+    """`turngym eval` (CLI, a subprocess) with `openai:MODEL@URL`: every section filled, the key nowhere."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: endpoint\nnum_seeds: 2\nepisodes_per_seed: 2\nsampling: {temperature: 1.0, max_tokens: 8}\n"
+        "envs: [{id: turngym/GuessNumber-v0, kwargs: {high: 4}, max_turns: 2}, {id: turngym/MathVerify-v0}]\n"
+    )
+    out = tmp_path / "out"
+    env = {**os.environ, "TURNGYM_TEST_KEY": KEY, "COLUMNS": "200"}
+    command = [sys.executable, "-m", "turngym", "eval", str(suite), "-m", f"openai:tiny@{vllm_server}",
+               "--api-key-env", "TURNGYM_TEST_KEY", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tiny@127.0.0.1" in done.stdout and "turngym/MathVerify-v0" in done.stdout
+    report = (out / "report.md").read_text()
+    for section in ("## Results", "## Reward components", "## Plots", "## Transcripts", "pass@2"):
+        assert section in report
+    results = json.loads((out / "report.json").read_text())["results"]
+    assert {r["env"] for r in results} == {"turngym/GuessNumber-v0", "turngym/MathVerify-v0"}
+    assert all(r["episodes"] == 4 and r["sampled_tokens"] is None for r in results)  # endpoints return no token ids
+    for path in out.iterdir():
+        assert KEY not in path.read_text(errors="ignore"), path  # the key is never saved
+
+
 def test_a_wrong_key_is_a_clear_error_without_the_key(vllm_server, monkeypatch) -> None:
     monkeypatch.setenv("TURNGYM_TEST_KEY", "wrong-key")
     generator = OpenAIGenerator("tiny", base_url=vllm_server, api_key_env="TURNGYM_TEST_KEY")

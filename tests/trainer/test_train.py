@@ -148,3 +148,30 @@ def test_a_step_on_a_plain_gymnasium_env_named_by_file_path(engine, tiny_model_d
     assert 0.0 <= metrics["reward"] <= 2.0  # at most two turns, each a share in [0, 1]
     [evaluation] = result.evals[1]
     assert evaluation.env_id == f"{plain}:VowelGame" and evaluation.episodes == 4
+
+
+def test_an_evaluation_suite_during_training_starts_at_step_0(engine, tiny_model_dir, tmp_path) -> None:
+    suite = tmp_path / "suite.yaml"
+    plain = Path(__file__).parents[1] / "envs" / "plain_env.py"
+    suite.write_text(
+        f"name: during\nnum_seeds: 3\nepisodes_per_seed: 2\nsampling: {{temperature: 1.0, max_tokens: 12}}\n"
+        f"envs: [{{id: '{plain}:VowelGame', name: vowels, max_turns: 2}}]\n"
+    )
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", eval={"suite": str(suite), "at_end": True})
+    result = train(load_recipe(recipe), generator=engine)
+    assert sorted(result.evals) == [0, 1]  # step 0 without at_start: a suite always starts the curve
+    for step, [evaluation] in result.evals.items():
+        assert evaluation.env_id == "vowels" and evaluation.episodes == 6 and set(evaluation.pass_at) == {1, 2}
+        groups = load_episodes(eval_episodes_path(result.run_dir, step))
+        assert [g.seed for g in groups] == eval_seeds(3) and all(len(g.trajectories) == 2 for g in groups)
+    logged = [r for r in read_metrics(result.run_dir) if "eval/vowels/success" in r]
+    assert [r["step"] for r in logged] == [0, 1] and all("eval/vowels/pass@2" in r for r in logged)
+
+
+def test_a_bad_suite_in_a_recipe_is_a_recipe_error(tiny_model_dir, tmp_path) -> None:
+    from turngym.trainer.config import RecipeError, check_envs
+
+    (tmp_path / "bad.yaml").write_text("envs: [turngym/GuesNumber-v0]\n")
+    config = load_recipe(tiny_recipe(tiny_model_dir, tmp_path / "run", eval={"suite": str(tmp_path / "bad.yaml")}))
+    with pytest.raises(RecipeError, match="eval.suite: envs.0: cannot make 'turngym/GuesNumber-v0'"):
+        check_envs(config)
