@@ -143,6 +143,7 @@ class Objective:
             )
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        _check_ranges(self)
 
     @property
     def needs_ref_logps(self) -> bool:
@@ -263,3 +264,25 @@ def ratio_metrics(
         "clip_fraction_low": float(low.double().mean()),
         "clip_fraction_high": float(high.double().mean()),
     }
+
+
+# Hyperparameter ranges shared by the objectives that have them (checked in `Objective.__post_init__`).
+_RANGES = {
+    "eps_low": (0.0, 1.0, "in [0, 1): the ratio's lower clip is 1 - eps_low"),
+    "eps_high": (0.0, None, ">= 0"),
+    "adv_eps": (0.0, None, ">= 0"),
+    "kl_coef": (0.0, None, ">= 0"),
+    "beta": (0.0, None, "> 0"),
+}
+
+
+def _check_ranges(objective: Objective) -> None:
+    for name, (low, high, rule) in _RANGES.items():
+        value = getattr(objective, name, None)
+        if value is None:
+            continue
+        if value < low or (high is not None and value >= high) or (rule == "> 0" and value <= 0):
+            raise ValueError(f"{name} must be {rule}, got {value}")
+    dual = getattr(objective, "dual_clip_c", None)
+    if dual is not None and dual <= 1:
+        raise ValueError(f"dual_clip_c must be > 1 (dual clip bounds negative-advantage ratios at c), got {dual}")

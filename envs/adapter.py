@@ -82,6 +82,8 @@ class GymnasiumTextEnv(TextEnv):
         self.default_max_turns = _own_turn_limit(env) or TextEnv.default_max_turns
         super().__init__(max_turns=max_turns, render_mode="ansi")
         self.reward_weights.update(reward_weights or {})
+        if won is not None and not callable(won):
+            raise TypeError(f"won must be a function won(reward, terminated, info) -> bool, got {won!r}")
         self.won_rule = won or terminated_with_positive_reward
         self.instructions = getattr(env, "instructions", None)
         self.metadata = {**TextEnv.metadata}
@@ -96,7 +98,7 @@ class GymnasiumTextEnv(TextEnv):
 
     def on_reset(self, options: dict[str, Any]) -> str:
         """Reset the wrapped env; its observation must be text."""
-        result = self.env.reset(seed=self._seed, options=options or None)
+        result = self.env.reset(seed=self._seed, options=options)
         observation = _unpack(result, 2, f"{self._name}.reset()", "(observation, info)")[0]
         self._inner_truncated = False
         return _text(observation, f"{self._name}.reset()")
@@ -109,8 +111,16 @@ class GymnasiumTextEnv(TextEnv):
         )
         where = f"{self._name}.step()"
         if isinstance(reward, bool) or not isinstance(reward, numbers.Real) or not math.isfinite(reward):
-            raise ValueError(f"{where} returned reward {reward!r}; rewards must be finite numbers")
+            raise ValueError(f"{where} returned reward {reward!r}; return a finite Python float")
         info = info if isinstance(info, dict) else {}
+        for key in ("rewards", "metrics"):
+            if not isinstance(info.get(key) or {}, dict):
+                raise TypeError(
+                    f"{where}: info[{key!r}] is {type(info[key]).__name__}; it must be a dict of name -> value"
+                )
+        won = info.get("won", (info.get("metrics") or {}).get("won", False))
+        if not isinstance(won, (bool, numbers.Integral)) or isinstance(won, numbers.Integral) and won not in (0, 1):
+            raise TypeError(f"{where}: won is {won!r}; it must be True or False")
         rewards = {"reward": float(reward)}
         for name, value in (info.get("rewards") or {}).items():
             if name != "reward" and isinstance(value, numbers.Real) and not isinstance(value, bool):

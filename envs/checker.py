@@ -70,6 +70,14 @@ def check_env(
     Returns:
         One `CheckResult` per check.
     """
+    from turngym.envs.adapter import as_text_env
+
+    if isinstance(env, type) or not (callable(getattr(env, "reset", None)) and callable(getattr(env, "step", None))):
+        shown = env.__name__ if isinstance(env, type) else type(env).__name__
+        raise TypeError(
+            f"check_env takes an env instance, got {shown}; make one first, e.g. turngym.make('turngym/GuessNumber-v0')"
+        )
+    env = as_text_env(env)  # a plain Gymnasium text env is checked as turngym plays it
     checks: list[tuple[str, Callable[[], str]]] = [
         ("spaces and reward weights", lambda: _check_attributes(env)),
         ("reset returns (str, dict)", lambda: _check_reset(env)),
@@ -103,17 +111,25 @@ def check_gymnasium(env: gymnasium.Env) -> CheckResult:
 
     from turngym.envs.adapter import GymnasiumTextEnv
 
+    note = ""
     if isinstance(env, GymnasiumTextEnv):
-        env = env.env  # a plain Gymnasium env: check it as its author wrote it, not turngym's adapter
+        raw = env.env.unwrapped if isinstance(env.env, gymnasium.Env) else env.env
+        if getattr(raw, "observation_space", None) is not None and getattr(raw, "action_space", None) is not None:
+            env = env.env  # check the plain env as its author wrote it
+        else:
+            note = "the env declares no spaces, so turngym's adapter (AnyText spaces) was checked; "
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             gymnasium_check_env(env)
         except Exception as err:
-            return CheckResult("gymnasium env_checker", False, f"{type(err).__name__}: {err}")
+            hint = ""
+            if "space" in str(err).lower():
+                hint = " (text envs: use turngym.envs.AnyText() spaces, which admit any string)"
+            return CheckResult("gymnasium env_checker", False, f"{type(err).__name__}: {err}{hint}")
     notes = sorted({re.sub(r"\x1b\[[0-9;]*m", "", str(w.message)) for w in caught})  # drop colour codes
-    return CheckResult("gymnasium env_checker", True, "; ".join(notes) or "no warnings")
+    return CheckResult("gymnasium env_checker", True, note + ("; ".join(notes) or "no warnings"))
 
 
 def _check_attributes(env: gymnasium.Env) -> str:

@@ -114,6 +114,8 @@ class TextEnv(gymnasium.Env[str, str]):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         self.max_turns = max_turns or self.default_max_turns
+        if isinstance(self.max_turns, bool) or not isinstance(self.max_turns, int) or self.max_turns < 1:
+            raise ValueError(f"{type(self).__name__}.default_max_turns must be an int >= 1, got {self.max_turns!r}")
         self.reward_weights = {**self.default_reward_weights, **(reward_weights or {})}
         self.render_mode = render_mode
         self.observation_space = AnyText()
@@ -182,6 +184,7 @@ class TextEnv(gymnasium.Env[str, str]):
                 f"{type(self).__name__}.on_step must return a Turn(feedback, rewards={{...}}, terminated=..., "
                 f"metrics={{...}}), got {type(outcome).__name__}; the base class builds the Gymnasium 5-tuple"
             )
+        _check_turn(type(self).__name__, outcome)
         unknown = set(outcome.rewards) - set(self.reward_weights)
         if unknown:
             declared = {**self.default_reward_weights, **dict.fromkeys(sorted(unknown), 1.0)}
@@ -217,6 +220,22 @@ class TextEnv(gymnasium.Env[str, str]):
         rewards = {name: float(outcome.rewards.get(name, 0.0)) for name in self.reward_weights}
         metrics = {"won": False, "invalid_action": False, **outcome.metrics}
         return {"rewards": rewards, "metrics": metrics, "turn": self.turn}
+
+
+def _check_turn(name: str, turn: Turn) -> None:
+    """One-line errors for a Turn whose fields have the wrong types (truthy strings would pass silently)."""
+    where = f"{name}.on_step returned a Turn whose"
+    if not isinstance(turn.feedback, str):
+        raise TypeError(f"{where} feedback is {type(turn.feedback).__name__}; feedback is the text the agent sees next")
+    if not isinstance(turn.rewards, Mapping):
+        raise TypeError(f"{where} rewards is {type(turn.rewards).__name__}; write rewards={{'won': 1.0}}")
+    for component, value in turn.rewards.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(f"{where} rewards[{component!r}] is {value!r}; components are finite numbers")
+    if not isinstance(turn.terminated, bool):
+        raise TypeError(f"{where} terminated is {turn.terminated!r}; it must be True or False")
+    if not isinstance(turn.metrics, Mapping):
+        raise TypeError(f"{where} metrics is {type(turn.metrics).__name__}; write metrics={{'won': True}}")
 
 
 def _check_hooks(cls: type) -> None:

@@ -127,9 +127,8 @@ def _build(factory: Callable[..., Any], kwargs: dict[str, Any]) -> TextEnv:
     adapter_kwargs: dict[str, Any] = {}
     if not (isinstance(factory, type) and issubclass(factory, TextEnv)):
         accepted = _constructor_parameters(factory)
-        takes_anything = _takes_var_keywords(factory)
-        for name in ("max_turns", "won"):
-            if name in kwargs and name not in accepted and not takes_anything:
+        for name in ("max_turns", "won", "reward_weights"):  # the adapter's, unless the env names them itself
+            if name in kwargs and name not in accepted:
                 adapter_kwargs[name] = kwargs.pop(name)
     return _adapt(construct(factory, kwargs), adapter_kwargs, _name(factory))
 
@@ -140,16 +139,6 @@ def _adapt(instance: Any, adapter_kwargs: dict[str, Any], source: str) -> TextEn
     if not (callable(getattr(instance, "reset", None)) and callable(getattr(instance, "step", None))):
         raise TypeError(f"{source} returned {type(instance).__name__}, not an env (it needs reset() and step())")
     return as_text_env(instance, **adapter_kwargs)
-
-
-def _takes_var_keywords(factory: Callable[..., Any]) -> bool:
-    import inspect
-
-    try:
-        init = factory.__init__ if isinstance(factory, type) else factory
-        return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values())
-    except (TypeError, ValueError):
-        return False
 
 
 def is_class_path(target: str) -> bool:

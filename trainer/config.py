@@ -37,6 +37,7 @@ from typing import Any, Literal
 import yaml
 
 from turngym.algos import OBJECTIVES, Objective
+from turngym.trainer.seeds import EVAL_SEED_BASE
 
 CorrectionMode = Literal["auto", "token_truncate", "sequence_truncate", "token_mask", "sequence_mask", "none"]
 
@@ -539,6 +540,10 @@ def _validate(config: TrainConfig) -> None:  # noqa: C901 (a flat list of checks
     m, r, o, run, ev, c = config.model, config.rollout, config.optimizer, config.run, config.eval, config.correction
     if not config.envs:
         raise RecipeError("envs", "the recipe names no env; add e.g. `envs: [{id: turngym/GuessNumber-v0}]`")
+    if not config.name or config.name in (".", "..") or "/" in config.name or "\\" in config.name:
+        raise RecipeError("name", f"must be a non-empty name without '/', got {config.name!r}; it names runs/<name>")
+    if not m.name:
+        raise RecipeError("model.name", "is empty; name an alias (smollm2-135m), a model directory or org/name")
     for i, env in enumerate(config.envs):
         if not env.id:
             raise RecipeError(f"envs.{i}.id", "is missing; name an env id (`turngym envs list`)")
@@ -593,6 +598,23 @@ def _validate(config: TrainConfig) -> None:  # noqa: C901 (a flat list of checks
     for name in ("checkpoint_every", "seed_start"):
         if getattr(run, name) < 0:
             raise RecipeError(f"run.{name}", f"must be >= 0, got {getattr(run, name)}")
+    if not 0 <= run.seed < 2**32:
+        raise RecipeError("run.seed", f"must be in 0..{2**32 - 1} (NumPy's seed range), got {run.seed}")
+    needed = run.seed_start + run.steps * r.groups_per_step * (1 + r.max_refill_rounds)
+    if needed > EVAL_SEED_BASE:
+        raise RecipeError(
+            "run.seed_start",
+            f"{run.seed_start} leaves too few training seeds below the held-out range ({EVAL_SEED_BASE})",
+        )
+    if run.dir is not None and Path(run.dir).exists() and not Path(run.dir).is_dir():
+        raise RecipeError("run.dir", f"{run.dir} is a file, not a directory")
+    if not all(0 <= b < 1 for b in o.betas):
+        raise RecipeError("optimizer.betas", f"must be two numbers in [0, 1), got {list(o.betas)}")
+    if r.max_tokens >= m.max_model_len:
+        raise RecipeError(
+            "rollout.max_tokens",
+            f"{r.max_tokens} leaves no room for a prompt in model.max_model_len ({m.max_model_len})",
+        )
     if run.keep_checkpoints < 1:
         raise RecipeError("run.keep_checkpoints", f"must be >= 1, got {run.keep_checkpoints}")
     if ev.every < 0:

@@ -87,7 +87,9 @@ def _choose(config: TrainConfig) -> tuple[Path, Path | None]:
 
 
 def _holds_run(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in ("metrics.jsonl", "checkpoints", "recipe.yaml"))
+    """A run that got as far as a step or a checkpoint; a start that failed before step 1 may be reused."""
+    metrics = path / "metrics.jsonl"
+    return path.is_dir() and ((path / "checkpoints").exists() or (metrics.is_file() and metrics.stat().st_size > 0))
 
 
 def _check_same_recipe(config: TrainConfig, saved_path: Path) -> None:

@@ -151,7 +151,7 @@ def check(
     table = Table("check", "result", "detail", title=f"turngym check {target}")
     for r in results:
         table.add_row(r.name, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", r.detail)
-    console.print(table)
+    console.print(table, width=None if console.is_terminal else 200)
     failed = [r for r in results if not r.passed]
     console.print(f"[red]{len(failed)} check(s) failed[/red]" if failed else "[green]all checks passed[/green]")
     if failed:
@@ -181,7 +181,10 @@ def play(
         _model_plays(env_id, seed, _parse_kwargs(kwarg), model, backend, endpoint, temperature, max_tokens)
         return
     env, _ = _load_env(env_id, _parse_kwargs(kwarg))
-    obs, _ = env.reset(seed=seed)
+    try:
+        obs, _ = env.reset(seed=seed)
+    except Exception as err:  # noqa: BLE001
+        _fail(err, 1, where=_user_frame(err))
     if getattr(env, "instructions", None):
         console.print(f"[dim]{env.instructions}[/dim]")
     console.print(obs, markup=False, highlight=False)
@@ -194,7 +197,11 @@ def play(
         except EOFError:
             console.print("\n(stopped: no more input)")
             break
-        obs, reward, terminated, truncated, info = env.step(action)
+        try:
+            obs, reward, terminated, truncated, info = env.step(action)
+        except Exception as err:  # noqa: BLE001 (the env broke its contract or crashed: one line, then check)
+            err_console.print("[dim]`turngym check` tests the env's contract in detail[/dim]")
+            _fail(err, 1, where=_user_frame(err))
         metrics = info["metrics"]
         for name, value in info["rewards"].items():
             totals[name] = totals.get(name, 0.0) + value
@@ -249,7 +256,7 @@ def train(
 
         result = run_training(config)
     except RecipeError as err:
-        console.print(f"[red]recipe error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]recipe error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if result.interrupted:
         raise typer.Exit(130)
@@ -339,8 +346,8 @@ def plot(
 
     try:
         paths = plot_runs(run_dirs, out)
-    except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        err_console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for path in paths:
         typer.echo(str(path))
@@ -423,9 +430,12 @@ def _parse_kwargs(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            console.print(f"[red]bad --kwarg {pair!r}[/red]: expected KEY=VALUE, e.g. -k high=20")
+            err_console.print(f"[red]bad --kwarg {pair!r}[/red]: expected KEY=VALUE, e.g. -k high=20")
             raise typer.Exit(2)
-        kwargs[key] = yaml.safe_load(value)  # numbers, booleans and lists parse as such
+        try:
+            kwargs[key] = yaml.safe_load(value)  # numbers, booleans and lists parse as such
+        except yaml.YAMLError:
+            kwargs[key] = value  # not YAML: the text itself (the env's own checks say what they expected)
     return kwargs
 
 
@@ -450,8 +460,29 @@ def _load_env(target: str, kwargs: dict, for_gymnasium: bool = False):
         gym_env = gymnasium.make(target, **kwargs).unwrapped if target in registry() else make(target, **kwargs)
         return env, gym_env.env if isinstance(gym_env, GymnasiumTextEnv) else gym_env
     except (UnknownEnvError, EnvUnavailableError, ImportError, AttributeError, TypeError, ValueError, OSError) as err:
-        err_console.print(f"[red]{type(err).__name__}:[/red] {escape(str(err))}", highlight=False)
-        raise typer.Exit(2) from err
+        _fail(err, 2, where=_user_frame(err))
+    except Exception as err:  # noqa: BLE001 (the user's env module or constructor raised: say where, in one line)
+        _fail(err, 2, where=_user_frame(err))
+
+
+def _fail(err: BaseException, code: int, where: str = "") -> None:
+    """Print `Type: message` (and where, for errors raised in the user's code) on stderr; exit `code`."""
+    at = f" (at {where})" if where else ""
+    err_console.print(f"[red]{type(err).__name__}:[/red] {escape(str(err))}{at}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
+
+
+def _user_frame(err: BaseException) -> str:
+    """`file:line` of the innermost frame outside turngym and the libraries, if the error came from user code."""
+    import traceback
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    ours = tuple(str(root / package) for package in ("turngym", "envs", "agent", "algos", "trainer"))
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if not frame.filename.startswith((*ours, "<")) and "site-packages" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno}"
+    return ""
 
 
 def main() -> None:

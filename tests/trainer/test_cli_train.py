@@ -30,8 +30,31 @@ def in_tmp(tmp_path, monkeypatch):
         (GOOD, ["rollout.group_size=1"], "set rollout.group_size=2 or more"),
         ({"envs": ["turngym/GuesNumber-v0"]}, [], "cannot make 'turngym/GuesNumber-v0': unknown env id"),
         ({"envs": [{"id": "turngym/GuessNumber-v0", "kwargs": {"hgh": 3}}]}, [], "envs.0: cannot make"),
+        (GOOD, ["name=../up"], "name: must be a non-empty name without '/'"),
+        (GOOD, ["model.name="], "model.name: is empty"),
+        (GOOD, ["run.seed=-1"], "run.seed: must be in 0..4294967295"),
+        (GOOD, ["run.seed_start=999999999"], "run.seed_start: 999999999 leaves too few training seeds"),
+        (GOOD, ["optimizer.betas=[2,3]"], "optimizer.betas: must be two numbers in [0, 1), got [2.0, 3.0]"),
+        (GOOD, ["model.max_model_len=10"], "rollout.max_tokens: 64 leaves no room for a prompt"),
+        (GOOD, ["objective.eps_high=-1"], "eps_high must be >= 0, got -1.0"),
+        (GOOD, ["objective.dual_clip_c=0.5"], "dual_clip_c must be > 1"),
     ],
-    ids=["unknown-key", "wrong-type", "unknown-objective", "group-size-1", "unknown-env", "bad-env-kwarg"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "unknown-objective",
+        "group-size-1",
+        "unknown-env",
+        "bad-env-kwarg",
+        "name-escapes",
+        "empty-model",
+        "seed-range",
+        "seed-start",
+        "betas",
+        "max-model-len",
+        "eps-high",
+        "dual-clip",
+    ],  # fmt: skip
 )
 def test_bad_recipes_exit_2_with_one_line_and_write_nothing(in_tmp, recipe, overrides, expected) -> None:
     (in_tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -148,3 +171,17 @@ def test_a_three_step_run_prints_seven_lines_and_no_library_noise(tiny_model_dir
         line for line in done.stderr.splitlines() if "vLLM warnings hidden; --verbose" in line
     ]
     assert "WARNING vllm." in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_a_start_that_failed_before_step_1_does_not_block_the_next(in_tmp) -> None:
+    from turngym.trainer.config import load_recipe
+    from turngym.trainer.distributed import Processes
+    from turngym.trainer.run import open_run
+
+    run_dir = in_tmp / "runs" / "r"
+    config = load_recipe(GOOD, [f"run.dir={run_dir}"])
+    open_run(config, Processes.from_environment())  # writes recipe.yaml and train.log, then (say) the model fails
+    assert open_run(config, Processes.from_environment()).path == run_dir  # the same dir, not "already holds a run"
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(Exception, match="already holds a run"):
+        open_run(config, Processes.from_environment())

@@ -195,3 +195,15 @@ def test_cli_eval_killed_mid_way_resumes_without_repeating(tiny_model_dir, tmp_p
     assert after[: len(before)] == before  # the finished seeds are kept, not played again
     assert sorted(r["seed"] for r in after) == [EVAL_SEED_BASE + i for i in range(6)]  # each seed once
     assert "vowels" in done.stdout and "success" in done.stdout and (out / "report.md").is_file()
+
+
+def test_the_shipped_quick_suite_on_the_tiny_model(vllm_tiny, tiny_model_dir, tmp_path) -> None:
+    """examples/suites/quick.yaml as shipped (16 seeds x 2 episodes x 3 envs), through real vLLM."""
+    suite = load_suite(REPO / "examples" / "suites" / "quick.yaml")
+    model = EvalModel("tiny", "tiny", path=str(tiny_model_dir))
+    path = run_suite(suite, [model], tmp_path, open_generator=lambda m: vllm_tiny)
+    report = summarize(read_records(path), suite.to_dict(), ["tiny"])
+    assert [report.stats[("tiny", env)].episodes for env in report.envs] == [32, 32, 32]
+    assert all(set(report.stats[("tiny", env)].pass_at) == {1, 2} for env in report.envs)
+    write_report(report, tmp_path)
+    assert "## Transcripts" in (tmp_path / "report.md").read_text()
