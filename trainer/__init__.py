@@ -1,7 +1,8 @@
 """turngym.trainer: recipes, the training loop, checkpoints, metrics, plots and held-out evaluation.
 
-    from turngym.trainer import load_recipe, train
+    from turngym.trainer import load_recipe, train, evaluate
     result = train(load_recipe("examples/recipes/guess_number.yaml", ["run.steps=5"]))
+    report = evaluate("examples/suites/quick.yaml", ["smollm2-135m", str(result.run_dir)])
 
 Importing this package imports neither vLLM nor transformers; `train` (loaded on first use) does.
 """
@@ -15,13 +16,17 @@ from turngym.trainer.config import RecipeError, TrainConfig, load_recipe, recipe
 from turngym.trainer.seeds import EVAL_SEED_BASE, SeedCursor, eval_seeds
 
 if TYPE_CHECKING:
+    from turngym.trainer.eval_run import evaluate
     from turngym.trainer.evaluate import wilson_interval
     from turngym.trainer.loop import TrainResult, train
+    from turngym.trainer.suite import load_suite
 
 _LAZY = {
     "train": "turngym.trainer.loop",
     "TrainResult": "turngym.trainer.loop",
-    "wilson_interval": "turngym.trainer.evaluate",
+    "wilson_interval": "turngym.trainer.stats",
+    "evaluate": "turngym.trainer.eval_run",
+    "load_suite": "turngym.trainer.suite",
 }
 
 __all__ = [
@@ -31,7 +36,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "eval_seeds",
+    "evaluate",
     "load_recipe",
+    "load_suite",
     "recipe_reference",
     "train",
     "wilson_interval",

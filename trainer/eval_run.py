@@ -188,3 +188,44 @@ def _check_or_write_run_info(out: Path, suite: SuiteConfig, models: Sequence[Eva
             known[model.label] = asdict(model)
         info["models"] = list(known.values())
     path.write_text(json.dumps(info, indent=1) + "\n")
+
+
+def evaluate(
+    suite: SuiteConfig | str | Path,
+    models: Sequence[str],
+    out: str | Path | None = None,
+    *,
+    api_key_env: str | None = "OPENAI_API_KEY",
+    max_model_len: int = 4096,
+    kv_cache_gib: float = 2.0,
+) -> Any:
+    """Python's `turngym eval`: play `suite` with `models` into `out` (resumable) and write the report.
+
+    Example:
+        >>> report = evaluate("examples/suites/quick.yaml", ["smollm2-135m"])  # doctest: +SKIP
+        >>> report.stats[("smollm2-135m", "GuessNumber 1..4")].success  # doctest: +SKIP
+
+    Returns:
+        The `turngym.trainer.report.Report` (also written to `out`: report.md, report.json, plots).
+    """
+    from turngym.trainer.report import summarize, write_report
+    from turngym.trainer.suite import load_suite
+
+    suite = suite if isinstance(suite, SuiteConfig) else load_suite(suite)
+    parsed = [parse_model(m) for m in models]
+    out = Path(out) if out is not None else Path("evals") / suite.name
+
+    def open_generator(model: EvalModel) -> Any:
+        if model.base_url is not None:
+            from turngym.agent import OpenAIGenerator
+
+            return OpenAIGenerator(model.endpoint_model, base_url=model.base_url, api_key_env=api_key_env)
+        from turngym.agent import VLLMGenerator
+
+        return VLLMGenerator(model.path, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
+
+    path = run_suite(suite, parsed, out, open_generator=open_generator)
+    known = [m["label"] for m in json.loads((out / RUN_INFO).read_text())["models"]]
+    report = summarize(read_records(path), suite.to_dict(), known)
+    write_report(report, out)
+    return report

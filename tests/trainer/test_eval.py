@@ -207,3 +207,24 @@ def test_the_shipped_quick_suite_on_the_tiny_model(vllm_tiny, tiny_model_dir, tm
     assert all(set(report.stats[("tiny", env)].pass_at) == {1, 2} for env in report.envs)
     write_report(report, tmp_path)
     assert "## Transcripts" in (tmp_path / "report.md").read_text()
+
+
+def test_the_shipped_full_suite_loads_and_makes_every_env() -> None:
+    suite = load_suite(REPO / "examples" / "suites" / "full.yaml")  # makes each env once
+    ids = [env.id for env in suite.envs]
+    assert len([i for i in ids if i.startswith("turngym/")]) >= 5  # every built-in env
+    assert (
+        len([i for i in ids if i.startswith("textarena/")]) == 3
+        and len([i for i in ids if i.startswith("reasoning_gym/")]) == 2
+    )
+
+
+def test_the_python_api_evaluate_writes_the_same_report(vllm_tiny, tiny_model_dir, tmp_path, monkeypatch) -> None:
+    import turngym.agent
+    from turngym.trainer import evaluate
+
+    monkeypatch.setattr(turngym.agent, "VLLMGenerator", lambda path, **kwargs: vllm_tiny)  # the session's engine
+    suite = load_suite(tiny_suite(num_seeds=2, envs=[{"id": PLAIN, "name": "vowels", "max_turns": 2}]))
+    report = evaluate(suite, [str(tiny_model_dir)], tmp_path)
+    assert report.stats[(Path(tiny_model_dir).name, "vowels")].episodes == 4
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.json").is_file()
