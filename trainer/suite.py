@@ -50,7 +50,8 @@ class SuiteEnv:
     episodes_per_seed: int | None = None
     """Episodes per seed (default: the suite's)."""
     max_turns: int | None = None
-    """Stop episodes after this many turns (default: the suite's, else the env's own limit)."""
+    """Cut episodes after this many turns (default: the suite's, else the env's own limit). The env's own
+    limit, which built-in envs state in their first message, is `kwargs: {max_turns: N}`."""
     system_prompt: str | None = None
     """System message (default: the suite's, else the env's `instructions`)."""
 
