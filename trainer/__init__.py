@@ -17,8 +17,8 @@ from turngym.trainer.seeds import EVAL_SEED_BASE, SeedCursor, eval_seeds
 
 if TYPE_CHECKING:
     from turngym.trainer.eval_run import evaluate
-    from turngym.trainer.evaluate import wilson_interval
     from turngym.trainer.loop import TrainResult, train
+    from turngym.trainer.stats import wilson_interval
     from turngym.trainer.suite import load_suite
 
 _LAZY = {

@@ -46,7 +46,7 @@ from turngym.trainer.collate import StepRows
 from turngym.trainer.config import TrainConfig, check_envs, recipe_changes
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
-from turngym.trainer.evaluate import EnvEval, evaluate_envs, evaluate_suite, transcript
+from turngym.trainer.heldout import EnvEval, evaluate_envs, evaluate_suite, transcript
 from turngym.trainer.metrics import MetricsLog, rollout_metrics, success
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
 from turngym.trainer.run import LOG, RunDir, open_run

@@ -313,7 +313,7 @@ def markdown(report: Report, plots: Sequence[str] = (), transcripts_per_env: int
     if plots:
         parts += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     parts += ["", "## Transcripts (best, median and worst episode by return)"]
-    from turngym.trainer.evaluate import transcript
+    from turngym.trainer.heldout import transcript
 
     for env in report.envs:
         for model in report.models:

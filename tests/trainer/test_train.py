@@ -15,7 +15,7 @@ from tests.trainer.support import Flaky, tiny_recipe
 from turngym.agent import SamplingParams, load_episodes
 from turngym.trainer import load_recipe, train
 from turngym.trainer.checkpoint import latest_checkpoint
-from turngym.trainer.evaluate import wilson_interval
+from turngym.trainer.heldout import wilson_interval
 from turngym.trainer.loop import eval_episodes_path
 from turngym.trainer.metrics import read_metrics
 from turngym.trainer.seeds import EVAL_SEED_BASE, eval_seeds
