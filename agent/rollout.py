@@ -204,6 +204,13 @@ def collect_groups(
     from turngym.envs import make
     from turngym.envs.registration import env_name
 
+    if isinstance(seeds, (set, frozenset, dict)) or not hasattr(seeds, "__iter__") or isinstance(seeds, (str, bytes)):
+        raise TypeError(f"seeds must be an ordered sequence of ints such as range(8), got {type(seeds).__name__}")
+    seeds = list(seeds)  # a generator or any other iterable of seeds works too
+    if errors not in ("raise", "record"):
+        raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
+    if sampling is not None and not isinstance(sampling, SamplingParams):
+        raise TypeError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
     _check_rollout_arguments(seeds, group_size, max_turns, max_context_tokens)
     limit = getattr(generator, "max_model_len", None)
     if max_context_tokens is None:

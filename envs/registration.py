@@ -100,9 +100,15 @@ def make(env: str | type | Callable[..., Any], **kwargs: Any) -> TextEnv:
     if env.startswith(TEXTARENA_PREFIX):
         return _load("turngym.envs.textarena_env:TextArenaEnv")(game_id=env[len(TEXTARENA_PREFIX) :], **kwargs)
     if env.startswith(REASONING_GYM_PREFIX):
-        return _load("turngym.envs.reasoning_gym_env:ReasoningGymEnv")(
-            dataset=env[len(REASONING_GYM_PREFIX) :], **kwargs
-        )
+        factory = _load("turngym.envs.reasoning_gym_env:ReasoningGymEnv")
+        try:
+            return construct(factory, {"dataset": env[len(REASONING_GYM_PREFIX) :], **kwargs})
+        except TypeError as err:
+            if "has no argument" not in str(err):
+                raise
+            raise TypeError(
+                f"{err}. reasoning-gym dataset options go in config={{...}}, e.g. -k 'config={{size: 50}}'"
+            ) from None
     info = _REGISTRY.get(env)
     if info is not None:
         return _build(_load(info.entry_point), {**info.kwargs, **kwargs})

@@ -74,7 +74,11 @@ def models_prepare(
     from turngym.agent.models import MODEL_ALIASES, ModelNotFoundError, is_prepared, prepare_model
 
     if name not in MODEL_ALIASES:
-        err_console.print(f"[red]unknown model alias {name!r}[/red]; known: {', '.join(MODEL_ALIASES)}")
+        import difflib
+
+        close = difflib.get_close_matches(name, MODEL_ALIASES, n=1, cutoff=0.4)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        err_console.print(f"[red]unknown model alias {name!r}.[/red]{hint} Known: {', '.join(MODEL_ALIASES)}")
         raise typer.Exit(2)
     if is_prepared(name) and not force:
         err_console.print(f"{name} is already prepared")

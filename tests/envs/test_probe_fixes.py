@@ -96,3 +96,32 @@ def test_cli_mistakes_in_user_code_are_one_line_on_stderr(tmp_path, args, stdin,
     proc = turngym(*(a.format(**fill) for a in args), stdin=stdin)
     assert proc.returncode in (1, 2) and "Traceback" not in proc.stdout + proc.stderr
     assert expected.format(**fill) in " ".join(proc.stderr.split()), proc.stderr
+
+
+def test_python_api_arguments_get_one_line_errors(tiny_model_dir) -> None:
+    from transformers import AutoTokenizer
+
+    from turngym.agent import SamplingParams, ScriptedGenerator, collect_groups
+
+    for kwargs, message in [
+        ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+        ({"max_tokens": 1.5}, "max_tokens must be an int, got 1.5"),
+        ({"seed": "x"}, "seed must be an int >= 0 or None, got 'x'"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=re.escape(message)):
+            SamplingParams(**kwargs)
+    generator = ScriptedGenerator(AutoTokenizer.from_pretrained(tiny_model_dir), lambda prompt: "[2]")
+    groups = collect_groups("turngym/GuessNumber-v0", (s for s in (3, 4)), 1, generator, progress=False)
+    assert [g.seed for g in groups] == [3, 4]  # a generator of seeds is fine
+    with pytest.raises(TypeError, match="seeds must be an ordered sequence"):
+        collect_groups("turngym/GuessNumber-v0", {3, 4}, 1, generator, progress=False)
+    with pytest.raises(ValueError, match="errors must be 'raise' or 'record'"):
+        collect_groups("turngym/GuessNumber-v0", [3], 1, generator, progress=False, errors="ignore")
+    with pytest.raises(TypeError, match="sampling must be a SamplingParams, got dict"):
+        collect_groups("turngym/GuessNumber-v0", [3], 1, generator, progress=False, sampling={"temperature": 0.5})
+
+
+def test_reasoning_gym_options_point_to_config() -> None:
+    with pytest.raises(TypeError, match=re.escape("dataset options go in config={...}")):
+        make("reasoning_gym/basic_arithmetic", size=0)
+    assert make("reasoning_gym/basic_arithmetic", config={"size": 50}).dataset.size == 50
