@@ -736,16 +736,21 @@ def json_like(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
 
 
-def check_envs(config: TrainConfig) -> None:
-    """Make every env of the recipe once, so a bad id or kwargs fails before any model loads."""
+def make_each(envs: Sequence[Any]) -> None:
+    """Make every env entry (`.id`, `.kwargs`) once; a failure is a `RecipeError` naming `envs.<i>`."""
     from turngym.envs import make
 
-    for i, env in enumerate(config.envs):
+    for i, env in enumerate(envs):
         try:
             instance = make(env.id, **env.kwargs)
         except Exception as err:  # noqa: BLE001 (any failure to build the env is a recipe error)
             raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}") from err
         instance.close()
+
+
+def check_envs(config: TrainConfig) -> None:
+    """Make every env of the recipe and of its `eval.suite` once: a bad id or kwarg fails before any model loads."""
+    make_each(config.envs)
     if config.eval.suite is not None:
         from turngym.trainer.suite import load_suite
 

@@ -192,27 +192,40 @@ def _check_or_write_run_info(out: Path, suite: SuiteConfig, models: Sequence[Eva
 
 def evaluate(
     suite: SuiteConfig | str | Path,
-    models: Sequence[str],
+    models: Sequence[str | EvalModel],
     out: str | Path | None = None,
     *,
     api_key_env: str | None = "OPENAI_API_KEY",
     max_model_len: int = 4096,
     kv_cache_gib: float = 2.0,
+    chunk_seeds: int = 16,
+    progress: Callable[[str], None] | None = None,
 ) -> Any:
-    """Python's `turngym eval`: play `suite` with `models` into `out` (resumable) and write the report.
+    """Python's `turngym eval` (the CLI calls it): play `suite` into `out`, resumably, and write the report.
 
     Example:
         >>> report = evaluate("examples/suites/quick.yaml", ["smollm2-135m"])  # doctest: +SKIP
         >>> report.stats[("smollm2-135m", "GuessNumber 1..4")].success  # doctest: +SKIP
 
+    Args:
+        suite: a `SuiteConfig` or a suite YAML path.
+        models: `--model` specs (see `parse_model`) or parsed `EvalModel`s.
+        out: the output directory (default `evals/<suite name>`).
+        api_key_env: the environment variable with the endpoints' key (None: no key).
+        max_model_len: context length of vLLM models.
+        kv_cache_gib: KV cache memory of vLLM models.
+        chunk_seeds: seeds per batched rollout and per write to `episodes.jsonl`.
+        progress: called with a line of text as each chunk finishes and as engines start.
+
     Returns:
-        The `turngym.trainer.report.Report` (also written to `out`: report.md, report.json, plots).
+        The `turngym.trainer.report.Report` of every model `out` has seen (also written there:
+        report.md, report.json, plots).
     """
     from turngym.trainer.report import summarize, write_report
     from turngym.trainer.suite import load_suite
 
     suite = suite if isinstance(suite, SuiteConfig) else load_suite(suite)
-    parsed = [parse_model(m) for m in models]
+    parsed = [m if isinstance(m, EvalModel) else parse_model(m) for m in models]
     out = Path(out) if out is not None else Path("evals") / suite.name
 
     def open_generator(model: EvalModel) -> Any:
@@ -222,10 +235,12 @@ def evaluate(
             return OpenAIGenerator(model.endpoint_model, base_url=model.base_url, api_key_env=api_key_env)
         from turngym.agent import VLLMGenerator
 
+        if progress is not None:
+            progress(f"starting vLLM for {model.label} ...")
         return VLLMGenerator(model.path, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
 
-    path = run_suite(suite, parsed, out, open_generator=open_generator)
-    known = [m["label"] for m in json.loads((out / RUN_INFO).read_text())["models"]]
+    path = run_suite(suite, parsed, out, open_generator=open_generator, chunk_seeds=chunk_seeds, progress=progress)
+    known = [m["label"] for m in json.loads((out / RUN_INFO).read_text())["models"]]  # earlier runs' models too
     report = summarize(read_records(path), suite.to_dict(), known)
     write_report(report, out)
     return report

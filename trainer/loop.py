@@ -387,35 +387,36 @@ def _save(config, objective, learner, tokenizer, state, procs, run_dir) -> None:
 
 
 def _evaluate(config, generator, procs, run_dir, step, log, display) -> list[EnvEval]:  # noqa: PLR0913
-    """Held-out evaluation with the current weights; logged to eval.jsonl and the metrics."""
+    """Held-out evaluation (the recipe's envs, or `eval.suite`) with the current weights; logged to eval.jsonl."""
     start = time.perf_counter()
-    if config.eval.suite is not None:
-        results = _evaluate_suite(config, generator, procs, run_dir, step, display)
-        return _log_evaluation(results, run_dir, step, time.perf_counter() - start, procs, log, display)
-    display.phase(f"evaluating ({config.eval.episodes} episodes per env)")
-    temperature = config.eval.temperature if config.eval.temperature is not None else config.rollout.temperature
-    sampling = SamplingParams(
-        temperature=temperature, top_p=config.rollout.top_p, max_tokens=config.rollout.max_tokens, seed=config.run.seed
-    )
     episodes_path = eval_episodes_path(run_dir, step)
     if procs.is_main:  # the main process writes it; an evaluation cut short by a crash is redone whole
         episodes_path.unlink(missing_ok=True)
-    results = evaluate_envs(
-        generator, config.envs, config.eval.episodes, sampling, config.rollout.max_context_tokens, procs, episodes_path
-    )
+    if config.eval.suite is not None:
+        from turngym.trainer.suite import load_suite
+
+        suite = load_suite(config.eval.suite, check_envs=False)  # checked with the recipe
+        display.phase(f"evaluating suite {suite.name}")
+        results = evaluate_suite(generator, suite, procs, episodes_path)
+    else:
+        display.phase(f"evaluating ({config.eval.episodes} episodes per env)")
+        temperature = config.eval.temperature if config.eval.temperature is not None else config.rollout.temperature
+        sampling = SamplingParams(
+            temperature=temperature,
+            top_p=config.rollout.top_p,
+            max_tokens=config.rollout.max_tokens,
+            seed=config.run.seed,
+        )
+        results = evaluate_envs(
+            generator,
+            config.envs,
+            config.eval.episodes,
+            sampling,
+            config.rollout.max_context_tokens,
+            procs,
+            episodes_path,
+        )
     return _log_evaluation(results, run_dir, step, time.perf_counter() - start, procs, log, display)
-
-
-def _evaluate_suite(config, generator, procs, run_dir, step, display) -> list[EnvEval]:  # noqa: PLR0913
-    """`eval.suite` with the current weights: the suite's envs, seeds and sampling, its episodes saved."""
-    from turngym.trainer.suite import load_suite
-
-    suite = load_suite(config.eval.suite, check_envs=False)
-    display.phase(f"evaluating suite {suite.name}")
-    episodes_path = eval_episodes_path(run_dir, step)
-    if procs.is_main:
-        episodes_path.unlink(missing_ok=True)
-    return evaluate_suite(generator, suite, procs, episodes_path)
 
 
 def _log_evaluation(results, run_dir, step, seconds, procs, log, display) -> list[EnvEval]:  # noqa: PLR0913

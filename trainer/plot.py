@@ -45,12 +45,18 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> 
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         fig.suptitle(f"{name}: {', '.join(runs)}" if len(runs) <= 3 else name, fontsize=11)
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_png(fig, out_dir / f"{name}.png"))
     return written
+
+
+def save_png(fig: Any, path: Path) -> Path:
+    """Lay out, write (110 dpi) and close a matplotlib figure; returns `path`. Every turngym PNG goes through here."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _label(path: Path, all_dirs: Sequence[str | Path]) -> str:

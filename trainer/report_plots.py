@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from turngym.trainer.plot import save_png
 from turngym.trainer.report import Report
 
 
@@ -23,13 +24,8 @@ def plot_report(report: Report, out: Path) -> list[Path]:
     written = []
     for name, draw in (("success", _success), ("components", _components), ("lengths", _lengths)):
         fig = draw(plt, report)
-        if fig is None:
-            continue
-        fig.tight_layout()
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        if fig is not None:
+            written.append(save_png(fig, out / f"{name}.png"))
     return written
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from turngym.trainer.config import RecipeError, build_dataclass
+from turngym.trainer.config import RecipeError, build_dataclass, make_each
 from turngym.trainer.seeds import EVAL_SEED_BASE, eval_seeds
 
 
@@ -149,7 +149,7 @@ def load_suite(source: str | Path | Mapping[str, Any], check_envs: bool = True) 
         default_name = path.stem
     suite = build_dataclass(SuiteConfig, {"name": default_name, **raw})
     if check_envs:
-        _check_envs(suite)
+        make_each(suite.envs)  # a bad id or kwarg fails before any model loads
     return suite
 
 
@@ -192,15 +192,3 @@ def _validate_env(env: SuiteEnv, key: str) -> None:
             raise RecipeError(f"{key}.seeds", "is empty; list seeds or drop the key")
         if any(s < 0 for s in env.seeds) or len(set(env.seeds)) != len(env.seeds):
             raise RecipeError(f"{key}.seeds", "must be distinct ints >= 0")
-
-
-def _check_envs(suite: SuiteConfig) -> None:
-    """Make every env once, so a bad id or kwarg fails before any model loads."""
-    from turngym.envs import make
-
-    for i, env in enumerate(suite.envs):
-        try:
-            made = make(env.id, **env.kwargs)
-        except Exception as err:  # noqa: BLE001 (any failure to build the env is a suite error)
-            raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}") from err
-        made.close()

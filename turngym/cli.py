@@ -310,34 +310,23 @@ def eval_suite(
 
 
 def _run_eval(suite, models, out, api_key_env, engine, chunk_seeds) -> None:
-    """Play what is missing, then summarise everything in `out`."""
+    """Play what is missing, then summarise everything in `out` and print the table."""
     from turngym.agent import EndpointError
-    from turngym.trainer.eval_run import EPISODES, RUN_INFO, read_records, run_suite
-    from turngym.trainer.report import print_table, summarize, write_report
+    from turngym.trainer.eval_run import evaluate
+    from turngym.trainer.report import print_table
 
-    def open_generator(m):
-        if m.base_url is not None:
-            from turngym.agent import OpenAIGenerator
-
-            return OpenAIGenerator(m.endpoint_model, base_url=m.base_url, api_key_env=api_key_env)
-        from turngym.agent import VLLMGenerator
-
-        err_console.print(f"[dim]starting vLLM for {m.label} ...[/dim]")
-        return VLLMGenerator(m.path, **engine)
+    def progress(line: str) -> None:
+        err_console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
 
     try:
-        run_suite(suite, models, out, open_generator=open_generator, chunk_seeds=chunk_seeds,
-                  progress=lambda line: err_console.print(f"[dim]{escape(line)}[/dim]", highlight=False))  # fmt: skip
+        report = evaluate(suite, models, out, api_key_env=api_key_env, chunk_seeds=chunk_seeds, progress=progress,
+                          **engine)  # fmt: skip
     except (EndpointError, ValueError) as err:
         err_console.print(f"[red]{type(err).__name__}:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    import json
-
-    known = [m["label"] for m in json.loads((out / RUN_INFO).read_text())["models"]]  # earlier runs' models too
-    report = summarize(read_records(out / EPISODES), suite.to_dict(), known)
-    written = write_report(report, out)
     print_table(report, console)
-    console.print(f"report: {written[1]} (and report.json, {', '.join(p.name for p in written[2:])}) in {out}")
+    plots = ", ".join(sorted(p.name for p in out.glob("*.png")))
+    console.print(f"report: {out / 'report.md'} (and report.json, {plots}) in {out}")
 
 
 @app.command("plot")
