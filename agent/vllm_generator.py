@@ -54,8 +54,8 @@ class VLLMGenerator:
         **engine_kwargs: Any,
     ) -> None:
         from turngym.agent.hardware import resolve_dtype
+        from turngym.agent.logs import quiet_libraries
         from turngym.agent.models import resolve_model
-        from turngym.logs import quiet_libraries
 
         # The engine must live in this process so `load_weights` can hand it tensors directly.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

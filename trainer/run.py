@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from turngym.logs import forward_hidden_warnings
+from turngym.agent.logs import forward_hidden_warnings
 from turngym.trainer.checkpoint import latest_checkpoint
 from turngym.trainer.config import RecipeError, TrainConfig, dump_recipe, recipe_to_dict
 from turngym.trainer.distributed import Processes

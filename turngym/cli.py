@@ -45,7 +45,7 @@ def _main_options(
     """Train and evaluate LLM agents on multi-turn text environments."""
     import os
 
-    from turngym.logs import VERBOSE_ENV, quiet_libraries
+    from turngym.agent.logs import VERBOSE_ENV, quiet_libraries
 
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
@@ -482,7 +482,7 @@ def main() -> None:
     """Entry point of the `turngym` command and `python -m turngym`."""
     import sys
 
-    from turngym.logs import hidden_summary
+    from turngym.agent.logs import hidden_summary
 
     if sys.argv[1:2] == ["train"] and {"-h", "--help"} & set(sys.argv[2:]):
         for info in app.registered_commands:  # the recipe reference imports torch: only for this help

@@ -201,3 +201,31 @@ def test_a_model_plays_a_plain_env_named_by_file_path(tiny_model_dir) -> None:
     assert "Reply with a word where more than half the letters are vowels" in proc.stdout
     assert "model:" in proc.stdout and "of your letters were vowels" in proc.stdout
     assert re.search(r"Result: (WON|not won) after [12] turns", proc.stdout)
+
+
+class Kwargs(gymnasium.Env):
+    """A plain env whose constructor swallows any keyword."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def reset(self, *, seed=None, options=None):
+        return "go", {}
+
+    def step(self, action):
+        return "ok", 1.0, False, False, {}
+
+
+def test_a_plain_env_that_takes_any_keyword_still_gets_the_adapters_arguments() -> None:
+    env = make(Kwargs, max_turns=4, reward_weights={"reward": 2.0}, level=3)
+    assert env.max_turns == 4 and env.reward_weights == {"reward": 2.0} and env.env.kwargs == {"level": 3}
+    env.reset(seed=0)
+    assert env.step("a")[1] == 2.0  # the weight applies
+
+
+def test_check_env_wraps_plain_envs_and_refuses_non_envs() -> None:
+    results = check_env(Kwargs(), fuzz=20, raise_on_failure=False)
+    assert [r.name for r in results if not r.passed] == []  # no spaces: Gymnasium's checker runs on the adapter
+    assert "declares no spaces" in results[-1].detail
+    with pytest.raises(TypeError, match=re.escape("check_env takes an env instance, got str; make one first")):
+        check_env("turngym/GuessNumber-v0")
