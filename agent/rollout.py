@@ -130,6 +130,13 @@ class _Episode:
         )
 
 
+def _seed_list(seeds: Any) -> list[int]:
+    """The seeds as a list: any ordered iterable (a generator too); sets and strings are refused."""
+    if isinstance(seeds, (set, frozenset, dict)) or not hasattr(seeds, "__iter__") or isinstance(seeds, (str, bytes)):
+        raise TypeError(f"seeds must be an ordered sequence of ints such as range(8), got {type(seeds).__name__}")
+    return list(seeds)
+
+
 def _check_rollout_arguments(
     seeds: Sequence[int], group_size: int, max_turns: int | None, max_context_tokens: int | None
 ) -> None:
@@ -204,14 +211,12 @@ def collect_groups(
     from turngym.envs import make
     from turngym.envs.registration import env_name
 
-    if isinstance(seeds, (set, frozenset, dict)) or not hasattr(seeds, "__iter__") or isinstance(seeds, (str, bytes)):
-        raise TypeError(f"seeds must be an ordered sequence of ints such as range(8), got {type(seeds).__name__}")
-    seeds = list(seeds)  # a generator or any other iterable of seeds works too
+    seeds = _seed_list(seeds)
+    _check_rollout_arguments(seeds, group_size, max_turns, max_context_tokens)
     if errors not in ("raise", "record"):
         raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
     if sampling is not None and not isinstance(sampling, SamplingParams):
         raise TypeError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
-    _check_rollout_arguments(seeds, group_size, max_turns, max_context_tokens)
     limit = getattr(generator, "max_model_len", None)
     if max_context_tokens is None:
         max_context_tokens = limit or DEFAULT_CONTEXT_TOKENS

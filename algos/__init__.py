@@ -21,7 +21,7 @@ from turngym.algos.functional import (
     reinforce_token_loss,
     rloo_advantage,
 )
-from turngym.algos.gfpo import GFPO
+from turngym.algos.gfpo import GFPO, GFPOState
 from turngym.algos.gpg import GPG
 from turngym.algos.grpo import GRPO
 from turngym.algos.gspo import GSPO
@@ -45,10 +45,16 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "gfpo": GFPO,
 }
 
+
+def objective_name(objective: Objective) -> str:
+    """The name `OBJECTIVES` selects the class of `objective` by (`objective_name(GRPO()) == "grpo"`)."""
+    return next(name for name, cls in OBJECTIVES.items() if type(objective) is cls)
+
+
 __all__ = [
-    "DAPO", "GFPO", "GPG", "GRPO", "GSPO", "GVPO", "OBJECTIVES", "PG", "RLOO", "Advantages", "DrGRPO",
+    "DAPO", "GFPO", "GFPOState", "GPG", "GRPO", "GSPO", "GVPO", "OBJECTIVES", "PG", "RLOO", "Advantages", "DrGRPO",
     "GSPOToken", "Objective", "PolicyBatch", "RewardTable", "Selection", "StepTotals", "aggregate",
     "broadcast_to_tokens", "discounted_returns", "dynamic_sampling_keep", "gfpo_select", "gpg_alpha",
-    "group_advantage", "gvpo_loss", "kl_token", "overlong_penalty", "ppo_clip_token_loss", "ratio",
+    "group_advantage", "gvpo_loss", "kl_token", "objective_name", "overlong_penalty", "ppo_clip_token_loss", "ratio",
     "reinforce_token_loss", "rloo_advantage",
 ]  # fmt: skip

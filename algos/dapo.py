@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -56,10 +56,10 @@ class DAPO(Objective):
     mask_truncated: bool = False
     dual_clip_c: float | None = None
 
-    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None) -> Selection:
+    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None, state: Any = None) -> Selection:
         """Keep groups whose `filter_metric` varies (or that have one member); ask for more if short."""
         if not self.dynamic_sampling or not groups:
-            return super().filter(groups, num_groups)
+            return super().filter(groups, num_groups, state)
         table = RewardTable.from_groups(groups)
         if self.filter_metric != "reward" and self.filter_metric not in table.components:
             raise ValueError(

@@ -12,7 +12,8 @@ Differences from GRPO:
        shorter response: `metric="won"` keeps the shortest winning answers while the advantages
        still use the (weighted) total reward.
     3. Optional adaptive k: harder prompts (lower mean reward, by quartile of all groups seen so far)
-       keep more responses.
+       keep more responses. The groups seen so far are the objective's state (`GFPOState`), which
+       the trainer carries from step to step and saves in checkpoints.
     4. Everything else is the base objective's (GRPO by default; any objective composes).
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +32,13 @@ from turngym.algos import functional as F
 from turngym.algos.grpo import GRPO
 from turngym.algos.objective import Advantages, Objective, PolicyBatch, Selection, StepTotals
 from turngym.algos.rewards import RewardTable
+
+
+@dataclass(frozen=True)
+class GFPOState:
+    """What adaptive k remembers: the mean rewards of the most recent groups (at most `history_size`)."""
+
+    group_means: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,6 @@ class GFPO(Objective):
     metric: str = "length"
     adaptive_k: tuple[int, int, int, int] | None = None
     history_size: int = 10_000
-    _history: list[float] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -87,17 +95,29 @@ class GFPO(Objective):
         """As the base objective."""
         return self.base.zero_advantage_rows_are_inert
 
-    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None) -> Selection:
-        """Retain k responses per group by the metric, then apply the base objective's filter."""
+    def initial_state(self) -> GFPOState | None:
+        """The groups seen so far, for adaptive k (None with a fixed k)."""
+        return GFPOState() if self.adaptive_k is not None else None
+
+    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None, state: Any = None) -> Selection:
+        """Retain k responses per group by the metric, then apply the base objective's filter.
+
+        With adaptive k, `state` (a `GFPOState`, or None for a first step) holds the group means of
+        earlier steps; the selection's `state` adds these groups' means.
+        """
         if not groups:
-            return self.base.filter(groups, num_groups)
+            selection = self.base.filter(groups, num_groups)
+            selection.state = state
+            return selection
         table = RewardTable.from_groups(groups)
         scores, tie_break = self._scores(table)
-        keep = F.gfpo_select(scores, table.group_ids, self._k_per_row(table), tie_break)  # (N,)
+        k, state = self._k_per_row(table, state)
+        keep = F.gfpo_select(scores, table.group_ids, k, tie_break)  # (N,)
         rows = iter(keep.tolist())
         retained = [TrajectoryGroup(g.env_id, g.seed, [t for t in g.trajectories if next(rows)]) for g in groups]
         selection = self.base.filter(retained, num_groups)
         selection.metrics["retained_fraction"] = float(keep.double().mean())
+        selection.state = state
         return selection
 
     def advantages(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
@@ -122,15 +142,15 @@ class GFPO(Objective):
             )
         return table.components[self.metric], -table.lengths
 
-    def _k_per_row(self, table: RewardTable) -> Tensor:
+    def _k_per_row(self, table: RewardTable, state: GFPOState | None) -> tuple[Tensor, GFPOState | None]:
+        """(N,) k of each row's group, and the state with these groups' means added."""
         if self.adaptive_k is None:
-            return torch.full_like(table.group_ids, self.k)
+            return torch.full_like(table.group_ids, self.k), state
         reward = table.weighted(self.base.reward_weights)  # (N,)
         num_groups = int(table.group_ids.max()) + 1
         means = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, table.group_ids, reward)
         means /= torch.bincount(table.group_ids, minlength=num_groups)  # (M,) group mean rewards
-        self._history.extend(means.tolist())
-        del self._history[: -self.history_size]
-        q25, q50, q75 = np.quantile(self._history, [0.25, 0.5, 0.75])
+        seen = [*(state.group_means if state is not None else []), *means.tolist()][-self.history_size :]
+        q25, q50, q75 = np.quantile(seen, [0.25, 0.5, 0.75])
         bucket = torch.where(means >= q75, 0, torch.where(means >= q50, 1, torch.where(means >= q25, 2, 3)))  # (M,)
-        return torch.tensor(self.adaptive_k)[bucket][table.group_ids]  # (N,)
+        return torch.tensor(self.adaptive_k)[bucket][table.group_ids], GFPOState(seen)  # (N,)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor
 
@@ -48,10 +48,10 @@ class GPG(Objective):
 
     uses_ratio: ClassVar[bool] = False
 
-    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None) -> Selection:
+    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None, state: Any = None) -> Selection:
         """With a threshold: informative groups first, padded with uniform ones; incomplete while short."""
         if self.min_valid_fraction is None or not groups:
-            return super().filter(groups, num_groups)
+            return super().filter(groups, num_groups, state)
         table = RewardTable.from_groups(groups)
         uniform_rows = F.uniform_group_mask(self.reward_parts(table)[0][1], table.group_ids)  # (N,)
         valid = [g for i, g in enumerate(groups) if not bool(uniform_rows[table.group_ids == i].any())]

@@ -3,9 +3,13 @@
 An objective is a frozen dataclass of hyperparameters with three methods, called in this order by
 the trainer:
 
-    selection = objective.filter(groups, num_groups)     # which groups/trajectories to train on
-    advantages = objective.advantages(selection.groups)  # per trajectory (N,) or per turn (N, K)
-    loss, metrics = objective.loss(logps, batch, totals) # per micro-batch, with step-global totals
+    selection = objective.filter(groups, num_groups, state)  # which groups/trajectories to train on
+    advantages = objective.advantages(selection.groups)      # per trajectory (N,) or per turn (N, K)
+    loss, metrics = objective.loss(logps, batch, totals)     # per micro-batch, with step-global totals
+
+An objective that remembers something across steps (GFPO's adaptive k) keeps it in an explicit
+state object, never in itself: `initial_state()` makes it, `filter` takes the current one and
+returns the next in `Selection.state`, and the trainer keeps it between steps and in checkpoints.
 
 Named objectives (one file each) set their defaults and write `advantage_fn` and `loss` from the
 pure functions in `turngym.algos.functional`.
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -81,11 +85,14 @@ class Selection:
         complete: False asks the trainer to collect more groups and call `filter` again on all
             of them (DAPO dynamic sampling, GPG's valid-fraction threshold).
         metrics: diagnostics (kept fractions).
+        state: the objective's state after this selection (see `Objective.initial_state`); the
+            trainer passes it to the next step's `filter`.
     """
 
     groups: list[TrajectoryGroup]
     complete: bool = True
     metrics: dict[str, float] = field(default_factory=dict)
+    state: Any = None
 
 
 @dataclass
@@ -162,9 +169,17 @@ class Objective:
 
     # --- the three steps -------------------------------------------------------------------
 
-    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None) -> Selection:
-        """Choose what to train on. Default: every group, up to `num_groups`."""
-        return Selection(list(groups)[:num_groups])
+    def initial_state(self) -> Any:
+        """What this objective carries from step to step, before the first: None (nothing) by default.
+
+        Stateful objectives return a dataclass of plain values (lists, numbers); checkpoints save
+        it with `dataclasses.asdict` and rebuild it with `type(initial_state())(**saved)`.
+        """
+        return None
+
+    def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None, state: Any = None) -> Selection:
+        """Choose what to train on. Default: every group, up to `num_groups`; `state` passes through unchanged."""
+        return Selection(list(groups)[:num_groups], state=state)
 
     def advantages(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         """Advantages of every trajectory of `groups` (no gradient)."""

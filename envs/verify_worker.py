@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 
-def _verdict(gold: str, answer: str, parse, verify) -> str:
+def _verdict(gold: str, answer: str, parse: Callable[[str], Any], verify: Callable[[Any, Any], bool]) -> str:
     gold_parsed, answer_parsed = parse(f"${gold}$"), parse(f"${answer}$")
     if not gold_parsed:  # the reference is not math: compare as text
         return "correct" if gold.strip() == answer.strip() else "incorrect"

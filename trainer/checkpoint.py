@@ -70,30 +70,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def objective_state(objective: Any) -> dict[str, Any]:
-    """The mutable state an objective keeps across steps (private dataclass fields, e.g. GFPO's history)."""
-    state = {}
-    for f in dataclasses.fields(objective):
-        value = getattr(objective, f.name)
-        if f.name.startswith("_"):
-            state[f.name] = list(value) if isinstance(value, list) else value
-        elif dataclasses.is_dataclass(value):
-            inner = objective_state(value)
-            if inner:
-                state[f.name] = inner
-    return state
+def save_objective_state(state: Any) -> dict[str, Any] | None:
+    """An objective's state (`Objective.initial_state`, a dataclass of plain values) as plain data."""
+    return dataclasses.asdict(state) if state is not None else None
 
 
-def load_objective_state(objective: Any, state: dict[str, Any]) -> None:
-    """Put `objective_state` back into a freshly built objective (lists are refilled in place)."""
-    for name, value in state.items():
-        current = getattr(objective, name)
-        if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            load_objective_state(current, value)
-        elif isinstance(current, list):
-            current[:] = value
-        else:
-            object.__setattr__(objective, name, value)
+def load_objective_state(objective: Any, saved: dict[str, Any] | None) -> Any:
+    """Rebuild the state `save_objective_state` saved, for `objective` (its initial state if nothing was saved)."""
+    initial = objective.initial_state()
+    if initial is None or not saved:
+        return initial
+    try:
+        return type(initial)(**saved)
+    except TypeError as err:
+        raise ValueError(
+            f"the checkpoint's objective state (keys {sorted(saved)}) does not fit {type(initial).__name__}; "
+            "resume it with the turngym version that wrote it"
+        ) from err
 
 
 def save_checkpoint(

@@ -21,14 +21,7 @@ names the key, what is wrong, and the fix (with the closest valid key for a typo
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import difflib
-import inspect
-import math
-import textwrap
-import types
-import typing
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,18 +29,14 @@ from typing import Any, Literal
 
 import yaml
 
-from turngym.algos import OBJECTIVES, Objective
+from turngym.algos import GRPO, OBJECTIVES, Objective, objective_name
+from turngym.trainer.schema import Choice, RecipeError, Schema, field_docs, json_like, load_yaml
 from turngym.trainer.seeds import EVAL_SEED_BASE
+from turngym.trainer.suite import load_suite, make_each
+
+__all__ = ["RECIPE", "SECTIONS", "RecipeError", "TrainConfig", "field_docs", "load_recipe", "recipe_reference"]
 
 CorrectionMode = Literal["auto", "token_truncate", "sequence_truncate", "token_mask", "sequence_mask", "none"]
-
-
-class RecipeError(ValueError):
-    """A recipe key or value that cannot be used; the message names the key and the fix."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}" if key else problem)
-        self.key = key
 
 
 @dataclass
@@ -72,7 +61,7 @@ class ModelConfig:
 
 @dataclass
 class EnvConfig:
-    """One env of the training mixture."""
+    """One env of the training mixture; `envs` is a list of these (a bare id string is short for `{id: ...}`)."""
 
     id: str = ""
     """An env id (`turngym envs list`), `textarena/<GameId>`, `reasoning_gym/<dataset>`, or your own env as
@@ -109,22 +98,6 @@ class RolloutConfig:
     """Extra collection rounds when the objective's filter asks for more groups (DAPO dynamic sampling, GPG's
     threshold).
     """
-
-
-@dataclass
-class ObjectiveConfig:
-    """The objective: `name` selects a class of `turngym.algos.OBJECTIVES`; other keys are its hyperparameters."""
-
-    name: str = "grpo"
-    """One of pg, rloo, grpo, dr_grpo, dapo, gspo, gspo_token, gpg, gvpo, gfpo."""
-    params: dict[str, Any] = field(default_factory=dict)
-    """Hyperparameters of the objective, written next to `name` in a recipe (`eps_high: 0.28`, `kl_coef: 0.04`,
-    `reward_weights: {won: 1}`; GFPO: `k`, `metric`, `base: {name: grpo, ...}`).
-    """
-
-    def build(self) -> Objective:
-        """The objective instance (validated when the recipe loads)."""
-        return _build_objective({"name": self.name, **self.params}, "objective")
 
 
 @dataclass
@@ -230,7 +203,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     envs: list[EnvConfig] = field(default_factory=list)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    objective: Objective = field(default_factory=GRPO)
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -241,9 +214,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _validate(self)
         # derived
-        objective = self.objective.build()
         if self.correction.mode == "auto":
-            self.correction.mode = "token_truncate" if objective.accepts_is_weights else "none"
+            self.correction.mode = "token_truncate" if self.objective.accepts_is_weights else "none"
 
     @property
     def run_dir(self) -> Path:
@@ -253,6 +225,17 @@ class TrainConfig:
 
 # --- loading -----------------------------------------------------------------------------------
 
+OBJECTIVE = Choice(
+    OBJECTIVES,
+    default="grpo",
+    noun="objective",
+    field_noun="hyperparameter",
+    doc="The objective: `name` picks one of `turngym.algos.OBJECTIVES`; the other keys are its hyperparameters "
+    "(GFPO takes a `base` objective, written the same way).",
+)
+RECIPE = Schema({Objective: OBJECTIVE})
+"""The recipe's schema: the generic machinery of `turngym.trainer.schema` with the objective as a named choice."""
+
 
 def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a recipe (a YAML path or a mapping), apply `key.sub=value` overrides, and validate it.
@@ -261,31 +244,19 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
         RecipeError: a key or value that cannot be used; the message names the fix.
     """
     if isinstance(source, Mapping):
-        raw, name = dict(source), str(source.get("name", "run"))
+        raw, name = copy.deepcopy(dict(source)), str(source.get("name", "run"))
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise RecipeError("", f"recipe file {str(path)!r} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise RecipeError("", f"{path} is not valid YAML: {' '.join(str(err).split())}") from err
-        if not isinstance(raw, dict):
-            raise RecipeError(
-                "", f"{path} must hold a mapping of sections (model:, envs:, ...), not a {type(raw).__name__}"
-            )
-        name = str(raw.get("name", path.stem))
+        raw = load_yaml(source, "recipe", "model:, envs:, ...")
+        name = str(raw.get("name", Path(source).stem))
     raw = {**raw, "name": name}
     for override in overrides:
-        _apply_override(raw, override)
-    return _build_dataclass(TrainConfig, raw, "")
+        RECIPE.apply_override(TrainConfig, raw, override)
+    return RECIPE.build(TrainConfig, raw)
 
 
 def recipe_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """The recipe as plain YAML-ready data (objective hyperparameters next to `name`), loadable again."""
-    data = _plain(dataclasses.asdict(config))
-    objective = data.pop("objective")
-    data["objective"] = {"name": objective["name"], **objective["params"]}
+    """The recipe as plain YAML-ready data (the objective as `name` plus its non-default hyperparameters)."""
+    data = RECIPE.to_plain(config)
     order = ["name", "model", "envs", "rollout", "objective", "correction", "optimizer", "run", "eval"]
     return {key: data[key] for key in order}
 
@@ -315,229 +286,17 @@ def _dotted(data: Any, prefix: str = "") -> dict[str, Any]:
     return {k.rstrip("."): v for k, v in out.items()}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _apply_override(raw: dict[str, Any], override: str) -> None:
-    key, sep, text = override.partition("=")
-    if not sep or not key:
-        raise RecipeError("", f"override {override!r} is not KEY=VALUE (e.g. rollout.group_size=4)")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    parts = key.split(".")
-    node: Any = raw
-    for depth, part in enumerate(parts[:-1]):
-        where = ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            index = _list_index(node, part, where)
-            if isinstance(node[index], str):  # `envs: [an/id]` is short for `[{id: an/id}]`
-                node[index] = {"id": node[index]}
-            node = node[index]
-        else:
-            if not isinstance(node.get(part, {}), dict | list):
-                raise RecipeError(where, f"is a value, not a section; cannot set {key}")
-            node = node.setdefault(part, {})
-    last = parts[-1]
-    if isinstance(node, list):
-        node[_list_index(node, last, key)] = value
-    else:
-        node[last] = value
-
-
-def _list_index(items: list[Any], part: str, where: str) -> int:
-    if not part.isdigit() or int(part) >= len(items):
-        raise RecipeError(
-            where, f"index {part!r} is not one of 0..{len(items) - 1} (the list has {len(items)} entries)"
-        )
-    return int(part)
-
-
-# --- building and checking dataclasses --------------------------------------------------------
-
-
-def _build_dataclass(cls: type, raw: Any, key: str) -> Any:
-    if isinstance(raw, cls):
-        return raw
-    if cls is ObjectiveConfig:
-        return _objective_config(raw, key)
-    if isinstance(raw, str) and "id" in {f.name for f in dataclasses.fields(cls)}:
-        raw = {"id": raw}  # `envs: [an/id]` is short for `[{id: an/id}]`
-    if not isinstance(raw, Mapping):
-        raise RecipeError(key, f"must be a mapping of {_field_list(cls)}, got {_describe(raw)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    for unknown in [k for k in raw if k not in names]:
-        raise RecipeError(
-            _join(key, str(unknown)), f"unknown key.{_suggest(str(unknown), names)} Valid keys: {', '.join(names)}."
-        )
-    values = {name: _coerce(raw[name], hints[name], _join(key, name)) for name in names if name in raw}
-    try:
-        return cls(**values)
-    except RecipeError:
-        raise
-    except (TypeError, ValueError) as err:
-        raise RecipeError(key, str(err)) from err
-
-
-def build_dataclass(cls: type, raw: Any, key: str = "") -> Any:
-    """Build dataclass `cls` from YAML data with the recipe checks (unknown keys, types, ranges)."""
-    return _build_dataclass(cls, raw, key)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:  # noqa: C901 (one branch per kind of type)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _coerce(value, option, key)
-            except RecipeError as err:
-                errors.append(err)
-        raise errors[0] if len(errors) == 1 else RecipeError(key, f"{_describe(value)} is not {_type_name(hint)}")
-    if origin is Literal:
-        if value in args:
-            return value
-        choices = ", ".join(str(a) for a in args)
-        raise RecipeError(
-            key, f"{_describe(value)} is not one of: {choices}.{_suggest(str(value), [str(a) for a in args])}"
-        )
-    if isinstance(hint, type) and issubclass(hint, Objective):
-        return _build_objective(value, key)
-    if dataclasses.is_dataclass(hint):
-        return _build_dataclass(hint, value, key)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise RecipeError(key, f"must be true or false, got {_describe(value)}")
-    if hint in (int, float):
-        return _number(value, hint, key)
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise RecipeError(key, f"must be a string, got {_describe(value)}")
-    if origin in (dict, Mapping) or hint in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise RecipeError(key, f"must be a mapping (key: value), got {_describe(value)}")
-        value_hint = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, value_hint, _join(key, str(k))) for k, v in value.items()}
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise RecipeError(key, f"must be a list, got {_describe(value)}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise RecipeError(key, f"must be a list of {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{key}.{i}") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-        item = args[0] if args else Any
-        items = [_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    raise RecipeError(key, f"has an unsupported type {hint!r}")  # a bug in the config classes
-
-
-def _number(value: Any, kind: type, key: str) -> int | float:
-    if isinstance(value, str):  # YAML reads 1e-5 as a string
-        try:
-            value = float(value)
-        except ValueError:
-            raise RecipeError(key, f"must be a number, got {_describe(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecipeError(key, f"must be a number, got {_describe(value)}")
-    if not math.isfinite(value):
-        raise RecipeError(key, f"must be finite, got {value}")
-    if kind is int:
-        if float(value) != int(value):
-            raise RecipeError(key, f"must be a whole number, got {value}")
-        return int(value)
-    return float(value)
-
-
-def _objective_config(raw: Any, key: str) -> ObjectiveConfig:
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, Mapping):
-        raise RecipeError(key, f"must be a mapping with `name` and hyperparameters, got {_describe(raw)}")
-    raw = {"name": ObjectiveConfig.name, **raw}
-    params = dict(raw.pop("params", None) or {})
-    params.update(raw)
-    objective = _build_objective(params, key)  # validates everything once
-    name = params.pop("name")
-    checked = {f.name: getattr(objective, f.name) for f in _objective_fields(type(objective)) if f.name in params}
-    return ObjectiveConfig(name=name, params=_plain_objective(checked))
-
-
-def _plain_objective(params: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, Objective):
-            base = {f.name: getattr(v, f.name) for f in _objective_fields(type(v)) if getattr(v, f.name) != f.default}
-            out[k] = {"name": _objective_name(type(v)), **_plain_objective(base)}
-        elif isinstance(v, Mapping):
-            out[k] = dict(v)
-        elif isinstance(v, tuple):
-            out[k] = list(v)
-        else:
-            out[k] = v
-    return out
-
-
-def _objective_name(cls: type) -> str:
-    return next(name for name, c in OBJECTIVES.items() if c is cls)
-
-
-def _objective_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
-
-
-def _build_objective(raw: Any, key: str) -> Objective:
-    if isinstance(raw, Objective):
-        return raw
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, Mapping) or "name" not in raw:
-        raise RecipeError(key, f"needs `name` (one of {', '.join(OBJECTIVES)}), got {_describe(raw)}")
-    name = raw["name"]
-    if name not in OBJECTIVES:
-        raise RecipeError(
-            _join(key, "name"),
-            f"unknown objective {name!r}.{_suggest(str(name), list(OBJECTIVES))} "
-            f"Choose one of: {', '.join(OBJECTIVES)}.",
-        )
-    cls = OBJECTIVES[name]
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in _objective_fields(cls)]
-    values = {}
-    for param, value in raw.items():
-        if param == "name":
-            continue
-        if param not in names:
-            raise RecipeError(
-                _join(key, str(param)),
-                f"{name} has no hyperparameter {param!r}.{_suggest(str(param), names)} "
-                f"Its hyperparameters: {', '.join(names)}.",
-            )
-        values[param] = _coerce(value, hints[param], _join(key, param))
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as err:
-        raise RecipeError(key, f"{name}: {err}") from err
-
-
-def _validate(config: TrainConfig) -> None:  # noqa: C901 (a flat list of checks reads best)
+def _validate(config: TrainConfig) -> None:
     """Cross-field checks; each names the key and the fix."""
-    m, r, o, run, ev, c = config.model, config.rollout, config.optimizer, config.run, config.eval, config.correction
+    _check_names_and_envs(config)
+    _check_rollout(config)
+    _check_optimizer(config)
+    _check_run_and_eval(config)
+
+
+def _check_names_and_envs(config: TrainConfig) -> None:
+    """The recipe's name, model and env entries."""
+    m = config.model
     if not config.envs:
         raise RecipeError("envs", "the recipe names no env; add e.g. `envs: [{id: turngym/GuessNumber-v0}]`")
     if not config.name or config.name in (".", "..") or "/" in config.name or "\\" in config.name:
@@ -551,11 +310,16 @@ def _validate(config: TrainConfig) -> None:  # noqa: C901 (a flat list of checks
             raise RecipeError(f"envs.{i}.weight", f"must be > 0, got {env.weight}")
         if env.max_turns is not None and env.max_turns < 1:
             raise RecipeError(f"envs.{i}.max_turns", f"must be >= 1, got {env.max_turns}")
-    objective = config.objective.build()
+
+
+def _check_rollout(config: TrainConfig) -> None:
+    """Rollout sizes and sampling against the objective and the model's context."""
+    m, r = config.model, config.rollout
+    name = objective_name(config.objective)
     if r.group_size < 2:
         raise RecipeError(
             "rollout.group_size",
-            f"{config.objective.name} needs groups of at least 2 episodes (its advantages are relative to the "
+            f"{name} needs groups of at least 2 episodes (its advantages are relative to the "
             f"group; with {r.group_size} every advantage is 0); set rollout.group_size=2 or more",
         )
     _positive(r.groups_per_step, "rollout.groups_per_step")
@@ -576,6 +340,17 @@ def _validate(config: TrainConfig) -> None:  # noqa: C901 (a flat list of checks
         raise RecipeError(
             "rollout.max_context_tokens", f"must be in 1..model.max_model_len ({m.max_model_len}), got {context}"
         )
+    if r.max_tokens >= m.max_model_len:
+        raise RecipeError(
+            "rollout.max_tokens",
+            f"{r.max_tokens} leaves no room for a prompt in model.max_model_len ({m.max_model_len})",
+        )
+
+
+def _check_optimizer(config: TrainConfig) -> None:
+    """AdamW, its schedule and batching against the objective."""
+    r, o = config.rollout, config.optimizer
+    objective, name = config.objective, objective_name(config.objective)
     if o.lr <= 0:
         raise RecipeError("optimizer.lr", f"must be > 0, got {o.lr}")
     if o.grad_clip < 0:
@@ -591,9 +366,17 @@ def _validate(config: TrainConfig) -> None:  # noqa: C901 (a flat list of checks
     if (o.update_epochs > 1 or o.mini_batches > 1) and not objective.uses_ratio:
         raise RecipeError(
             "optimizer.update_epochs",
-            f"{config.objective.name} has no importance ratio, so it is on-policy only; "
+            f"{name} has no importance ratio, so it is on-policy only; "
             "set optimizer.update_epochs=1 and optimizer.mini_batches=1, or use a ratio objective (grpo, dapo, gspo)",
         )
+    if not all(0 <= b < 1 for b in o.betas):
+        raise RecipeError("optimizer.betas", f"must be two numbers in [0, 1), got {list(o.betas)}")
+
+
+def _check_run_and_eval(config: TrainConfig) -> None:
+    """Run length, seeds, checkpoints, evaluation and the mismatch correction."""
+    r, run, ev, c = config.rollout, config.run, config.eval, config.correction
+    objective, name = config.objective, objective_name(config.objective)
     _positive(run.steps, "run.steps")
     for name in ("checkpoint_every", "seed_start"):
         if getattr(run, name) < 0:
@@ -608,13 +391,6 @@ def _validate(config: TrainConfig) -> None:  # noqa: C901 (a flat list of checks
         )
     if run.dir is not None and Path(run.dir).exists() and not Path(run.dir).is_dir():
         raise RecipeError("run.dir", f"{run.dir} is a file, not a directory")
-    if not all(0 <= b < 1 for b in o.betas):
-        raise RecipeError("optimizer.betas", f"must be two numbers in [0, 1), got {list(o.betas)}")
-    if r.max_tokens >= m.max_model_len:
-        raise RecipeError(
-            "rollout.max_tokens",
-            f"{r.max_tokens} leaves no room for a prompt in model.max_model_len ({m.max_model_len})",
-        )
     if run.keep_checkpoints < 1:
         raise RecipeError("run.keep_checkpoints", f"must be >= 1, got {run.keep_checkpoints}")
     if ev.every < 0:
@@ -629,7 +405,7 @@ def _validate(config: TrainConfig) -> None:  # noqa: C901 (a flat list of checks
     if c.mode not in ("auto", "none") and not objective.accepts_is_weights:
         raise RecipeError(
             "correction.mode",
-            f"{config.objective.name}'s loss is not a weighted policy gradient, so importance weights have no place "
+            f"{name}'s loss is not a weighted policy gradient, so importance weights have no place "
             "in it; set correction.mode=none",
         )
 
@@ -639,50 +415,13 @@ def _positive(value: int, key: str) -> None:
         raise RecipeError(key, f"must be >= 1, got {value}")
 
 
-# --- messages ----------------------------------------------------------------------------------
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def _suggest(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{text[:60]}..." if len(text) > 63 else text
-
-
-def _field_list(cls: type) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(cls) if f.init)
-
-
-def _type_name(hint: Any) -> str:
-    if hint is type(None):
-        return "null"
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return " | ".join(str(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
-    if origin in (list, tuple):
-        inner = ", ".join(_type_name(a) for a in args if a is not Ellipsis)
-        return f"[{inner}]" if origin is tuple else f"list of {inner}"
-    if origin in (dict, Mapping) or hint is dict:
-        return "mapping"
-    return getattr(hint, "__name__", str(hint))
-
-
 # --- the reference -----------------------------------------------------------------------------
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "envs": EnvConfig,
     "rollout": RolloutConfig,
-    "objective": ObjectiveConfig,
+    "objective": Objective,
     "correction": CorrectionConfig,
     "optimizer": OptimizerConfig,
     "run": RunConfig,
@@ -690,70 +429,26 @@ SECTIONS: dict[str, type] = {
 }
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a dataclass (the string literal under each field)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if (
-                isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)
-            ):
-                docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
-
-
 def recipe_reference(markdown: bool = False, width: int = 88) -> str:
     """Every recipe field: `section.key`, type, default and what it does (text wrapped to `width`)."""
-    lines = []
-    for section, cls in SECTIONS.items():
-        title = f"{section}: {(cls.__doc__ or '').strip()}"
-        if section == "envs":
-            title += " `envs` is a list of these (a bare id string is short for `{id: ...}`)."
-        lines += [f"### `{section}`" if markdown else title, ""]
-        if markdown:
-            lines += [title.split(": ", 1)[1], "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        docs, hints = field_docs(cls), typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            default = list(default) if isinstance(default, tuple) else default
-            shown = "null" if default is None else json_like(default)
-            if markdown:
-                kind = _type_name(hints[f.name]).replace("|", "\\|")  # a literal pipe inside a table cell
-                lines.append(f"| `{f.name}` | {kind} | `{shown}` | {docs.get(f.name, '')} |")
-            else:
-                lines.append(f"  {section}.{f.name} ({_type_name(hints[f.name])}, default {shown})")
-                lines += [f"      {line}" for line in textwrap.wrap(docs.get(f.name, ""), width - 6)]
-        lines.append("")
-    return "\n".join(lines)
+    return RECIPE.reference(SECTIONS, markdown, width)
 
 
-def json_like(value: Any) -> str:
-    """A compact YAML-flow rendering of a default value."""
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
-
-
-def make_each(envs: Sequence[Any]) -> None:
-    """Make every env entry (`.id`, `.kwargs`) once; a failure is a `RecipeError` naming `envs.<i>`."""
-    from turngym.envs import make
-
-    for i, env in enumerate(envs):
-        try:
-            instance = make(env.id, **env.kwargs)
-        except Exception as err:  # noqa: BLE001 (any failure to build the env is a recipe error)
-            raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}") from err
-        instance.close()
+def recipe_reference_page() -> str:
+    """docs/recipe-reference.md (`tests/trainer/test_config.py` says how to rewrite it)."""
+    return (
+        "# Recipe reference\n\n"
+        "Every key of a training recipe (`examples/recipes/*.yaml`), generated from the dataclasses in\n"
+        "`trainer/config.py` (`turngym train --help` prints the same). A recipe names only what it\n"
+        "changes; overrides on the command line are dotted keys (`rollout.group_size=4`,\n"
+        "`envs.0.kwargs.high=8`, `objective.eps_high=0.28`).\n\n" + recipe_reference(markdown=True)
+    )
 
 
 def check_envs(config: TrainConfig) -> None:
     """Make every env of the recipe and of its `eval.suite` once: a bad id or kwarg fails before any model loads."""
     make_each(config.envs)
     if config.eval.suite is not None:
-        from turngym.trainer.suite import load_suite
-
         try:
             load_suite(config.eval.suite)
         except RecipeError as err:

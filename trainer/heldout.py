@@ -1,138 +1,68 @@
-"""Held-out evaluation during training: success with a Wilson 95% interval on seeds training never draws.
+"""Held-out evaluation during training: an evaluation suite played with the training generator's weights.
 
-Each env of the recipe is played for `eval.episodes` episodes, one per held-out seed
-(`seeds.eval_seeds`), with the training generator's current weights. The seeds are the same at
-every evaluation, so the numbers before and after training are measured on the same games.
+There is one evaluation path, `turngym eval`'s: a suite (`turngym.trainer.suite`) is played by
+`eval_run.play` and scored by `report.env_stats` into one `EnvStats` per env. A recipe's
+`eval.suite` names a suite file; without one, `training_suite` turns `eval.episodes` into the
+built-in suite: every env of the recipe, one episode on each of `eval.episodes` held-out seeds
+(`seeds.eval_seeds`, which training never draws), sampled like the rollouts (`eval.temperature`
+if set). The seeds are the same at every evaluation, so the numbers before and after training are
+measured on the same games.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from turngym.agent.generator import SamplingParams
 from turngym.agent.records import Trajectory, save_episodes
-from turngym.agent.rollout import collect_groups
-from turngym.trainer.config import EnvConfig
+from turngym.trainer.config import TrainConfig
 from turngym.trainer.distributed import Processes
-from turngym.trainer.metrics import success
-from turngym.trainer.seeds import eval_seeds
-from turngym.trainer.stats import wilson_interval
+from turngym.trainer.eval_run import play
+from turngym.trainer.report import EnvStats, env_stats
+from turngym.trainer.suite import SuiteConfig, SuiteEnv, SuiteSampling, load_suite
 
 
-@dataclass
-class EnvEval:
-    """One env's evaluation.
-
-    Attributes:
-        env_id: the env.
-        episodes: finished episodes (failed ones excluded).
-        successes: episodes won.
-        success: `successes / episodes`.
-        low, high: the Wilson 95% interval of `success`.
-        reward: mean total reward.
-        invalid_rate: share of turns the env marked invalid.
-        turns: mean turns per episode.
-        failed: episodes whose env raised.
-        pass_at: k -> pass@k (suites with several episodes per seed).
-    """
-
-    env_id: str
-    episodes: int
-    successes: int
-    success: float
-    low: float
-    high: float
-    reward: float
-    invalid_rate: float
-    turns: float
-    failed: int
-    pass_at: dict[int, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    def summary(self) -> str:
-        """`37.5% (48/128, 95% CI 29.6-46.1%)`."""
-        return f"{self.success:.1%} ({self.successes}/{self.episodes}, 95% CI {self.low:.1%}-{self.high:.1%})"
+def training_suite(config: TrainConfig) -> SuiteConfig:
+    """The suite a recipe evaluates on: `eval.suite`, or the built-in one made from `eval.episodes` (see above)."""
+    if config.eval.suite is not None:
+        return load_suite(config.eval.suite, check_envs=False)  # checked with the recipe
+    ids = [env.id for env in config.envs]
+    envs = [
+        SuiteEnv(
+            id=env.id,
+            kwargs=env.kwargs,
+            name=env.id if ids.count(env.id) == 1 else f"{env.id}#{i}",  # one id twice in a mixture
+            max_turns=env.max_turns,
+            system_prompt=env.system_prompt,
+        )
+        for i, env in enumerate(config.envs)
+    ]
+    temperature = config.eval.temperature if config.eval.temperature is not None else config.rollout.temperature
+    sampling = SuiteSampling(
+        temperature=temperature, top_p=config.rollout.top_p, max_tokens=config.rollout.max_tokens, seed=config.run.seed
+    )
+    return SuiteConfig(
+        envs=envs,
+        name=config.name,
+        num_seeds=config.eval.episodes,
+        episodes_per_seed=1,
+        pass_k=[],  # one episode per seed: pass@1 would repeat the success rate
+        max_context_tokens=config.rollout.max_context_tokens,
+        sampling=sampling,
+    )
 
 
-def evaluate_envs(
-    generator: Any,
-    envs: list[EnvConfig],
-    episodes: int,
-    sampling: SamplingParams,
-    max_context_tokens: int | None,
-    procs: Processes,
-    episodes_path: Path | None = None,
-) -> list[EnvEval]:
-    """Play `episodes` held-out episodes per env (shared over processes) and score them.
+def evaluate_suite(
+    generator: Any, suite: SuiteConfig, procs: Processes, episodes_path: Path | None = None
+) -> list[EnvStats]:
+    """Play `suite` with `generator`, its seeds shared over processes; one `EnvStats` per env, named by its label.
 
     Args:
         generator: the policy's sampler.
-        envs: the envs to evaluate (the recipe's).
-        episodes: episodes per env, one per held-out seed.
-        sampling: sampling settings.
-        max_context_tokens: token budget of an episode.
-        procs: the run's processes.
+        suite: what to play.
+        procs: the run's processes (each plays its share of every env's seeds).
         episodes_path: also write every episode there (JSONL, `turngym.agent.load_episodes` reads it).
     """
-    results = []
-    for env in envs:
-        seeds = eval_seeds(episodes)
-        mine = [seeds[i] for i in procs.share(len(seeds))]
-        groups = collect_groups(
-            env.id,
-            mine,
-            1,
-            generator,
-            max_turns=env.max_turns,
-            sampling=sampling,
-            max_context_tokens=max_context_tokens,
-            env_kwargs=env.kwargs,
-            system_prompt=env.system_prompt,
-            progress=False,
-            errors="record",
-        )
-        gathered = [g for part in procs.gather(groups) for g in part]
-        if episodes_path is not None and procs.is_main:
-            episodes_path.parent.mkdir(parents=True, exist_ok=True)
-            save_episodes(episodes_path, gathered)
-        trajectories = [t for g in gathered for t in g.trajectories]
-        done = [t for t in trajectories if t.stop_reason != "error"]
-        wins = sum(success(t) for t in done)
-        turns = [turn for t in done for turn in t.turns]
-        low, high = wilson_interval(wins, len(done))
-        results.append(
-            EnvEval(
-                env_id=env.id,
-                episodes=len(done),
-                successes=wins,
-                success=wins / len(done) if done else 0.0,
-                low=low,
-                high=high,
-                reward=sum(t.reward for t in done) / len(done) if done else 0.0,
-                invalid_rate=sum(bool(turn.metrics.get("invalid_action")) for turn in turns) / len(turns)
-                if turns
-                else 0.0,
-                turns=sum(t.num_turns for t in done) / len(done) if done else 0.0,
-                failed=len(trajectories) - len(done),
-            )
-        )
-    return results
-
-
-def evaluate_suite(generator: Any, suite: Any, procs: Processes, episodes_path: Path | None = None) -> list[EnvEval]:
-    """Play an evaluation suite (`turngym.trainer.suite`) with `generator`, seeds shared over processes.
-
-    The same statistics as `turngym eval` (`turngym.trainer.report.env_stats`), one `EnvEval` per
-    suite env, named by its label.
-    """
-    from turngym.trainer.eval_run import play
-    from turngym.trainer.report import env_stats
-
     results = []
     for env in suite.envs:
         seeds = suite.seeds_of(env)
@@ -141,22 +71,7 @@ def evaluate_suite(generator: Any, suite: Any, procs: Processes, episodes_path: 
         if episodes_path is not None and procs.is_main:
             episodes_path.parent.mkdir(parents=True, exist_ok=True)
             save_episodes(episodes_path, gathered)
-        s = env_stats("policy", env.label, gathered, suite.ks_of(env))
-        results.append(
-            EnvEval(
-                env_id=env.label,
-                episodes=s.episodes,
-                successes=s.successes,
-                success=0.0 if s.episodes == 0 else s.success,
-                low=s.low,
-                high=s.high,
-                reward=0.0 if s.episodes == 0 else s.reward,
-                invalid_rate=s.invalid_rate,
-                turns=0.0 if s.episodes == 0 else s.turns,
-                failed=s.failed,
-                pass_at=s.pass_at,
-            )
-        )
+        results.append(env_stats("policy", env.label, gathered, suite.ks_of(env)))
     return results
 
 

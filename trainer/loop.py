@@ -1,19 +1,28 @@
-"""The training loop: rollout -> filter -> advantages -> update -> weight sync -> metrics, every step.
+"""The training loop: collect -> select -> advantages -> update -> sync -> metrics, every step.
 
 `train(config)` reads top to bottom:
 
-    set-up        run directory, model + AdamW (+ reference model when kl_coef > 0), vLLM engine,
-                  and, when resuming, the checkpoint's weights, optimiser, RNG and seed cursor
-    every step    collect_and_select   groups on every env of the mixture; the objective's filter,
-                                       collecting more groups while it says the batch is incomplete
-                  objective.advantages + StepRows (collate.py)
-                  update               micro-batches, step-global totals, clip, AdamW (update.py)
-                  generator.load_weights   the sampler gets the new weights
-                  metrics, evaluation, checkpoint
+    set-up        `_start`: run directory, model + AdamW (+ a reference model when the objective
+                  `needs_ref_logps`), vLLM engine, the evaluation suite, and, when resuming, the
+                  checkpoint's weights, optimiser, RNG, seed cursor and objective state. It returns
+                  a `Run` (what is fixed for the run) and a `TrainState` (what changes every step).
+    every step    `_train_step(run, state, step)`, one screen:
+                      collect, select   groups on every env of the mixture; `objective.filter`,
+                                        collecting more while it says the batch is incomplete
+                      advantages        `objective.advantages` + `StepRows` (collate.py)
+                      update            micro-batches, step-global totals, clip, AdamW (update.py),
+                                        which returns an `UpdateResult`
+                      sync              `generator.load_weights`, when the update changed the weights
+                      metrics           one record (metrics.py): rollout, selection, advantages, update
+                  then, on schedule, a held-out evaluation (heldout.py) and a checkpoint
     the end       a final checkpoint and evaluation; success before/after
 
-Nothing here knows which objective runs: objectives declare what they need (`uses_ratio`,
-`needs_ref_logps`, `needs_whole_groups`, `accepts_is_weights`) and the loop reads those flags.
+Nothing here knows which objective runs. The loop reads what objectives declare:
+`needs_ref_logps` (load a reference model), `zero_advantage_rows_are_inert` (a step whose every
+advantage is 0 has nothing to learn: skip its update) and `initial_state` (what the objective
+carries from step to step, kept in `TrainState.objective` and in checkpoints). The update reads
+`needs_whole_groups` and `zero_advantage_rows_are_inert`; recipe checks read `uses_ratio` and
+`accepts_is_weights`.
 """
 
 from __future__ import annotations
@@ -46,20 +55,56 @@ from turngym.trainer.collate import StepRows
 from turngym.trainer.config import TrainConfig, check_envs, recipe_changes
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
-from turngym.trainer.heldout import EnvEval, evaluate_envs, evaluate_suite, transcript
+from turngym.trainer.heldout import evaluate_suite, training_suite, transcript
 from turngym.trainer.metrics import MetricsLog, rollout_metrics, success
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
-from turngym.trainer.run import LOG, RunDir, open_run
+from turngym.trainer.report import EnvStats
+from turngym.trainer.run import LOG, open_run
 from turngym.trainer.seeds import SeedCursor, mixture_counts, step_rng
-from turngym.trainer.update import Learner, advance_schedule, make_optimizer, update
+from turngym.trainer.suite import SuiteConfig
+from turngym.trainer.update import Learner, UpdateResult, advance_schedule, make_optimizer, update
+
+
+@dataclass
+class Run:
+    """What is fixed for the whole run: the recipe and what `_start` built from it.
+
+    Attributes:
+        config: the recipe (`config.objective` is the built objective).
+        procs: this process and its peers.
+        dir: the run directory.
+        learner: the model, its optimiser and schedule, and the reference model.
+        tokenizer: the model's tokenizer (saved with checkpoints).
+        generator: the vLLM engine episodes are sampled from (its weights follow the learner's).
+        suite: the held-out evaluation suite (`eval.suite`, or the built-in one from `eval.episodes`).
+        log: metrics.jsonl (and TensorBoard).
+        display: the terminal.
+    """
+
+    config: TrainConfig
+    procs: Processes
+    dir: Path
+    learner: Learner
+    tokenizer: Any
+    generator: Any
+    suite: SuiteConfig
+    log: MetricsLog
+    display: Display
 
 
 @dataclass
 class TrainState:
-    """What a checkpoint restores besides weights and optimiser: the last step and the seed cursor."""
+    """What changes every step; a checkpoint saves it and a resume restores it.
+
+    Attributes:
+        step: the last completed step.
+        next_seed: the seed cursor (training env seeds are never reused).
+        objective: the objective's state after that step (`Objective.initial_state`; None for most).
+    """
 
     step: int = 0
     next_seed: int = 0
+    objective: Any = None
 
 
 @dataclass
@@ -70,7 +115,7 @@ class TrainResult:
         run_dir: the run directory.
         step: the last completed step.
         interrupted: stopped by Ctrl-C (a checkpoint of `step` was saved).
-        evals: held-out evaluations by step (0 = before training).
+        evals: held-out evaluations by step (0 = before training), one `EnvStats` per env.
         train_seconds: wall time of the training steps (rollout, update, sync, logging), without
             set-up and evaluations.
         peak_memory_gib: the process's peak resident memory.
@@ -80,7 +125,7 @@ class TrainResult:
     run_dir: Path
     step: int
     interrupted: bool = False
-    evals: dict[int, list[EnvEval]] = field(default_factory=dict)
+    evals: dict[int, list[EnvStats]] = field(default_factory=dict)
     train_seconds: float = 0.0
     peak_memory_gib: float = 0.0
     plots: list[Path] = field(default_factory=list)
@@ -102,141 +147,138 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
     procs = Processes.from_environment()
     if generator is not None and procs.distributed:
         raise ValueError("pass no generator to a multi-process run: each process starts its own")
-    run = open_run(config, procs)
-    _seed_everything(config, procs)
-    if procs.device.type == "cpu":
-        keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in every micro-batch
-    display = Display(config.run.steps, procs.is_main, config.run.progress)
-    display.print(f"[bold]turngym train[/bold] {config.name} -> {run.path} (the whole recipe: recipe.yaml there)")
-    display.print(f"[dim]not default: {escape(' '.join(recipe_changes(config)) or 'nothing')}[/dim]")
-    objective = config.objective.build()
-    learner, tokenizer, state = _build_learner(config, objective, run, procs)
-    generator = generator or _build_generator(config, procs)
-    if run.checkpoint is not None:
-        generator.load_weights(learner.model.named_parameters())  # sample from the resumed weights
-        display.print(f"resumed from {run.checkpoint} (step {state.step})")
-    log = MetricsLog(run.path, config.run.tensorboard, procs.is_main)
-    log.truncate_after(state.step)
-    result = TrainResult(run.path, state.step, evals=_read_evals(run.path))
-    display.begin(state.step)
+    run, state = _start(config, procs, generator)
+    result = TrainResult(run.dir, state.step, evals=_read_evals(run.dir))
+    run.display.begin(state.step)
     try:
         if (config.eval.at_start or config.eval.suite) and 0 not in result.evals:
-            result.evals[0] = _evaluate(config, generator, procs, run.path, 0, log, display)
-        _run_steps(config, objective, learner, tokenizer, generator, state, procs, run, log, display, result)
+            result.evals[0] = _evaluate(run, 0)
+        _run_steps(run, state, result)
         if config.eval.at_end and state.step not in result.evals and not result.interrupted:
-            result.evals[state.step] = _evaluate(config, generator, procs, run.path, state.step, log, display)
+            result.evals[state.step] = _evaluate(run, state.step)
     finally:
-        display.close()
-        log.close()
+        run.display.close()
+        run.log.close()
     result.step = state.step
     result.peak_memory_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if procs.is_main:
-        result.plots = _plot(run.path)
-    _summarise(result, display)
+        result.plots = _plot(run.dir)
+    _summarise(result, run.display)
     return result
 
 
-def _plot(run_dir: Path) -> list[Path]:
-    """Learning-curve PNGs into `<run dir>/plots` (a plotting problem never fails the run)."""
-    from turngym.trainer.plot import plot_runs
-
-    try:
-        return plot_runs([run_dir])
-    except Exception:  # noqa: BLE001
-        LOG.warning("could not plot the run", exc_info=True)
-        return []
-
-
-def _run_steps(config, objective, learner, tokenizer, generator, state, procs, run, log, display, result) -> None:  # noqa: PLR0913
-    """Steps `state.step + 1 .. run.steps`, checkpointing on schedule, at the end and on Ctrl-C."""
-    saved = state.step
-    snapshot = ckpt.objective_state(objective)
-    with Interrupts(enabled=not procs.distributed, display=display) as interrupts:
+def _run_steps(run: Run, state: TrainState, result: TrainResult) -> None:
+    """Steps `state.step + 1 .. run.steps`, evaluating and checkpointing on schedule, at the end and on Ctrl-C."""
+    config, saved = run.config, state.step
+    with Interrupts(enabled=not run.procs.distributed, display=run.display) as interrupts:
         try:
             for step in range(state.step + 1, config.run.steps + 1):
                 start = time.perf_counter()
-                snapshot = ckpt.objective_state(objective)
-                metrics = _train_step(config, objective, learner, generator, state, procs, step, interrupts, display)
+                metrics = _train_step(run, state, step, interrupts)
                 metrics["time/step"] = time.perf_counter() - start
                 result.train_seconds += metrics["time/step"]
-                log.write(step, metrics)
-                display.step(step, metrics)
-                if config.eval.every and step % config.eval.every == 0 and step != config.run.steps:
-                    result.evals[step] = _evaluate(config, generator, procs, run.path, step, log, display)
-                if step == config.run.steps or (
-                    config.run.checkpoint_every and step % config.run.checkpoint_every == 0
-                ):
-                    _save(config, objective, learner, tokenizer, state, procs, run.path)
+                run.log.write(step, metrics)
+                run.display.step(step, metrics)
+                if _every(config.eval.every, step) and step != config.run.steps:
+                    result.evals[step] = _evaluate(run, step)
+                if step == config.run.steps or _every(config.run.checkpoint_every, step):
+                    _save(run, state)
                     saved = step
                 if interrupts.requested:
                     raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            ckpt.load_objective_state(objective, snapshot)  # a half-collected step leaves no trace
+        except KeyboardInterrupt:  # a half-done step changed nothing: `state` moves only once it is whole
             if state.step > saved:
-                _save(config, objective, learner, tokenizer, state, procs, run.path)
-            display.print(
+                _save(run, state)
+            run.display.print(
                 f"[yellow]interrupted after step {state.step}; checkpoint saved. Continue with --resume.[/yellow]"
             )
             result.interrupted = True
 
 
-def _train_step(config, objective, learner, generator, state, procs, step, interrupts, display) -> dict[str, Any]:  # noqa: PLR0913
-    """One step: collect and select groups, advantages, update, weight sync. Returns its metrics."""
-    # ROLLOUT: groups on every env of the mixture, filtered by the objective, refilled while incomplete
+def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) -> dict[str, Any]:
+    """One step: collect -> select -> advantages -> update -> sync -> metrics. Returns the step's metrics."""
+    objective = run.config.objective
+    # COLLECT and SELECT: groups on every env of the mixture, filtered by the objective, refilled while incomplete
     start = time.perf_counter()
     cursor = SeedCursor(state.next_seed)
-    _, selection, metrics = _collect_and_select(config, objective, generator, procs, cursor, step, display)
-    metrics["time/rollout"] = time.perf_counter() - start
-    sampled = metrics.pop("sampled_tokens_total")
-    metrics["tokens_per_s/rollout"] = sampled / max(metrics["time/rollout"], 1e-9)
+    rollout = _collect_and_select(run, cursor, step, state.objective)
+    rollout_seconds = time.perf_counter() - start
+    # ADVANTAGES of the selected groups, as rows of tokens
+    rows, advantage_metrics = _advantages(objective, rollout.selection)
     # UPDATE and SYNC, together: a Ctrl-C now waits until the weights and the sampler agree again
     with interrupts.deferred():
+        run.display.phase("update")
+        result = _update(run, rows)
         start = time.perf_counter()
-        display.phase("update")
-        metrics |= _learn(config, objective, learner, selection, procs)
-        metrics["time/update"] = time.perf_counter() - start
-        start = time.perf_counter()
-        if not metrics["skipped_update"]:
-            display.phase("weight sync")
-            generator.load_weights(learner.model.named_parameters())
-        metrics["time/sync"] = time.perf_counter() - start
-        state.step, state.next_seed = step, cursor.next_seed
-    if metrics.get("tokens_trained"):  # none when the update was skipped
-        metrics["tokens_per_s/update"] = metrics["tokens_trained"] / max(metrics["time/update"], 1e-9)
-    return metrics
+        if result.changed_weights:
+            run.display.phase("weight sync")
+            run.generator.load_weights(run.learner.model.named_parameters())
+        sync_seconds = time.perf_counter() - start
+        state.step, state.next_seed, state.objective = step, cursor.next_seed, rollout.selection.state
+    # METRICS
+    return rollout.metrics(rollout_seconds) | advantage_metrics | result.to_metrics() | {"time/sync": sync_seconds}
 
 
-def _collect_and_select(
-    config, objective, generator, procs, cursor, step, display
-) -> tuple[list[TrajectoryGroup], Selection, dict[str, Any]]:  # noqa: PLR0913
-    """Collect `groups_per_step` groups; while the objective's filter is incomplete, collect more (bounded)."""
+# --- collect and select --------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """A step's episodes: every group collected, and the objective's selection of them.
+
+    Attributes:
+        groups: every group collected this step (failed ones dropped).
+        selection: what the objective chose to train on, and its state after choosing.
+        refill_rounds: collection rounds after the first (the filter asked for more).
+        failed_episodes: episodes whose env raised (their groups were dropped).
+    """
+
+    groups: list[TrajectoryGroup]
+    selection: Selection
+    refill_rounds: int
+    failed_episodes: int
+
+    def metrics(self, seconds: float) -> dict[str, Any]:
+        """The rollout's and the selection's metrics (see metrics.py)."""
+        sampled = sum(t.num_sampled_tokens for g in self.groups for t in g.trajectories)
+        metrics = rollout_metrics(self.groups)
+        metrics |= {f"filter/{k}": v for k, v in self.selection.metrics.items()}
+        return metrics | {
+            "groups_collected": float(len(self.groups)),
+            "groups_trained": float(len(self.selection.groups)),
+            "kept_fraction": len(self.selection.groups) / max(len(self.groups), 1),
+            "refill_rounds": float(self.refill_rounds),
+            "filter_complete": float(self.selection.complete),
+            "failed_episodes": float(self.failed_episodes),
+            "time/rollout": seconds,
+            "tokens_per_s/rollout": sampled / max(seconds, 1e-9),
+        }
+
+
+def _collect_and_select(run: Run, cursor: SeedCursor, step: int, objective_state: Any) -> Rollout:
+    """Collect `groups_per_step` groups; while the objective's filter is incomplete, collect more (bounded).
+
+    Every round's filter starts from the state the last step left (`objective_state`), so a
+    refill does not count the first round's groups twice.
+    """
+    config = run.config
     collected: list[TrajectoryGroup] = []
     failed = 0
     for round_ in range(config.rollout.max_refill_rounds + 1):
-        display.phase(f"rollout{f' (refill {round_})' if round_ else ''}")
-        new = _collect_round(config, generator, procs, cursor, step, round_)
+        run.display.phase(f"rollout{f' (refill {round_})' if round_ else ''}")
+        new = _collect_round(run, cursor, step, round_)
         broken = [g for g in new if any(t.stop_reason == "error" for t in g.trajectories)]
-        failed += _report_failures(broken, procs)
+        failed += _report_failures(broken, run.procs)
         collected += [g for g in new if g not in broken]
-        selection = objective.filter(collected, config.rollout.groups_per_step)
+        selection = config.objective.filter(collected, config.rollout.groups_per_step, objective_state)
         if selection.complete:
             break
-    metrics = rollout_metrics(collected)
-    metrics |= {f"filter/{k}": v for k, v in selection.metrics.items()}
-    metrics |= {
-        "groups_collected": float(len(collected)),
-        "groups_trained": float(len(selection.groups)),
-        "kept_fraction": len(selection.groups) / max(len(collected), 1),
-        "refill_rounds": float(round_),
-        "filter_complete": float(selection.complete),
-        "failed_episodes": float(failed),
-        "sampled_tokens_total": float(sum(t.num_sampled_tokens for g in collected for t in g.trajectories)),
-    }
-    return collected, selection, metrics
+    return Rollout(collected, selection, round_, failed)
 
 
-def _collect_round(config, generator, procs, cursor, step, round_) -> list[TrajectoryGroup]:  # noqa: PLR0913
+def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list[TrajectoryGroup]:
     """One round of `groups_per_step` groups over the env mixture; this process plays its share."""
+    config, procs = run.config, run.procs
     rollout = config.rollout
     counts = mixture_counts(
         [env.weight for env in config.envs], rollout.groups_per_step, step_rng(config.run.seed, step, round_)
@@ -259,7 +301,7 @@ def _collect_round(config, generator, procs, cursor, step, round_) -> list[Traje
             env.id,
             env_seeds,
             rollout.group_size,
-            generator,
+            run.generator,
             max_turns=env.max_turns,
             sampling=sampling,
             max_context_tokens=rollout.max_context_tokens,
@@ -285,32 +327,65 @@ def _report_failures(broken: list[TrajectoryGroup], procs: Processes) -> int:
     return len(failed)
 
 
-def _learn(
-    config: TrainConfig, objective: Objective, learner: Learner, selection: Selection, procs: Processes
-) -> dict[str, Any]:
-    """Advantages of the selected groups, then the update (skipped when there is nothing to learn)."""
+# --- advantages and update -----------------------------------------------------------------------
+
+
+def _advantages(objective: Objective, selection: Selection) -> tuple[StepRows | None, dict[str, Any]]:
+    """The selected groups' advantages as token rows (None when nothing was selected), and their metrics."""
     if not selection.groups:
-        advance_schedule(learner)
-        return {"skipped_update": 1.0, "skip_reason": "no usable groups this step"}
+        return None, {}
     advantages = objective.advantages(selection.groups)
     rows = StepRows.of(selection.groups, advantages)
     values = rows.advantages[rows.trainable]
     metrics: dict[str, Any] = {f"adv/{k}": v for k, v in advantages.metrics.items()}
-    metrics |= {
+    return rows, metrics | {
         "advantage_std": float(values.std()) if values.numel() > 1 else 0.0,
         "advantage_nonzero": float((values != 0).float().mean()) if values.numel() else 0.0,
     }
-    if not bool(values.any()) and not objective.needs_ref_logps:
+
+
+def _update(run: Run, rows: StepRows | None) -> UpdateResult:
+    """The update (update.py), or a skip when there is nothing to learn from."""
+    objective, learner = run.config.objective, run.learner
+    if rows is None:
+        advance_schedule(learner)
+        return UpdateResult.skipped("no usable groups this step")
+    if objective.zero_advantage_rows_are_inert and not bool(rows.advantages[rows.trainable].any()):
         advance_schedule(learner)
         LOG.info("update skipped: every advantage is 0")
-        return metrics | {"skipped_update": 1.0, "skip_reason": "no learning signal (every advantage is 0)"}
-    metrics |= update(learner, objective, rows, config.optimizer, config.correction, procs)
-    if metrics.get("skip_reason"):
-        LOG.warning("update skipped: %s", metrics["skip_reason"])
-    return metrics
+        return UpdateResult.skipped("no learning signal (every advantage is 0)")
+    result = update(learner, objective, rows, run.config.optimizer, run.config.correction, run.procs)
+    if result.skip_reason is not None:
+        LOG.warning("update skipped: %s", result.skip_reason)
+    return result
 
 
-# --- set-up ------------------------------------------------------------------------------------
+def _every(interval: int, step: int) -> bool:
+    """Whether `step` is on a schedule of every `interval` steps (0 = never)."""
+    return bool(interval) and step % interval == 0
+
+
+# --- set-up --------------------------------------------------------------------------------------
+
+
+def _start(config: TrainConfig, procs: Processes, generator: Any) -> tuple[Run, TrainState]:
+    """The run directory, seeds, learner, generator and log; the state to continue from (a resume's)."""
+    run_dir = open_run(config, procs)
+    _seed_everything(config, procs)
+    if procs.device.type == "cpu":
+        keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in every micro-batch
+    display = Display(config.run.steps, procs.is_main, config.run.progress)
+    display.print(f"[bold]turngym train[/bold] {config.name} -> {run_dir.path} (the whole recipe: recipe.yaml there)")
+    display.print(f"[dim]not default: {escape(' '.join(recipe_changes(config)) or 'nothing')}[/dim]")
+    learner, tokenizer, state = _build_learner(config, run_dir.checkpoint, procs)
+    generator = generator or _build_generator(config, procs)
+    if run_dir.checkpoint is not None:
+        generator.load_weights(learner.model.named_parameters())  # sample from the resumed weights
+        display.print(f"resumed from {run_dir.checkpoint} (step {state.step})")
+    log = MetricsLog(run_dir.path, config.run.tensorboard, procs.is_main)
+    log.truncate_after(state.step)
+    suite = training_suite(config)
+    return Run(config, procs, run_dir.path, learner, tokenizer, generator, suite, log, display), state
 
 
 def _seed_everything(config: TrainConfig, procs: Processes) -> None:
@@ -322,11 +397,10 @@ def _seed_everything(config: TrainConfig, procs: Processes) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _build_learner(
-    config: TrainConfig, objective: Objective, run: RunDir, procs: Processes
-) -> tuple[Learner, Any, TrainState]:
+def _build_learner(config: TrainConfig, checkpoint: Path | None, procs: Processes) -> tuple[Learner, Any, TrainState]:
     """The fp32 model (from the checkpoint when resuming), AdamW, schedule and reference model."""
-    source = str(run.checkpoint) if run.checkpoint is not None else resolve_model(config.model.name)
+    objective = config.objective
+    source = str(checkpoint) if checkpoint is not None else resolve_model(config.model.name)
     model, tokenizer = load_model(source, procs.device)
     model.train()
     scorer = procs.prepare(TokenScorer(model, share_prefix=config.optimizer.share_prefix))
@@ -335,14 +409,14 @@ def _build_learner(
     if objective.needs_ref_logps:  # the KL anchor is the initial policy, also when resuming
         ref_model, _ = load_model(resolve_model(config.model.name), procs.device)
         reference = TokenScorer(ref_model.eval().requires_grad_(False), share_prefix=config.optimizer.share_prefix)
-    state = TrainState(step=0, next_seed=config.run.seed_start)
-    if run.checkpoint is not None:
-        saved = ckpt.load_trainer_state(run.checkpoint)
+    state = TrainState(step=0, next_seed=config.run.seed_start, objective=objective.initial_state())
+    if checkpoint is not None:
+        saved = ckpt.load_trainer_state(checkpoint)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"][min(procs.rank, len(saved["rng"]) - 1)])
-        ckpt.load_objective_state(objective, saved["objective"])
-        state = TrainState(step=saved["step"], next_seed=saved["next_seed"])
+        objective_state = ckpt.load_objective_state(objective, saved.get("objective"))
+        state = TrainState(step=saved["step"], next_seed=saved["next_seed"], objective=objective_state)
     autocast = resolve_autocast(config.model.autocast, procs.device.type)
     learner = Learner(scorer, model, optimizer, scheduler, reference, autocast, config.rollout.temperature)
     return learner, tokenizer, state
@@ -363,80 +437,61 @@ def _build_generator(config: TrainConfig, procs: Processes) -> Any:
     )
 
 
-def _save(config, objective, learner, tokenizer, state, procs, run_dir) -> None:  # noqa: PLR0913
+def _save(run: Run, state: TrainState) -> None:
     """A checkpoint of the last completed step (written by the main process)."""
+    learner, procs = run.learner, run.procs
     trainer_state = {
         "step": state.step,
         "next_seed": state.next_seed,
         "optimizer": learner.optimizer.state_dict(),
         "scheduler": learner.scheduler.state_dict(),
         "rng": procs.gather(ckpt.rng_state()),
-        "objective": ckpt.objective_state(objective),
+        "objective": ckpt.save_objective_state(state.objective),
     }
     digests = procs.gather(ckpt.parameter_digest(learner.model))
     if len(set(digests)) > 1:  # DDP keeps replicas equal; if they drift, say so rather than save one of them
         raise RuntimeError(f"the processes' weights differ at step {state.step} (digests {digests})")
     if procs.is_main:
         ckpt.save_checkpoint(
-            run_dir, state.step, learner.model, tokenizer, trainer_state, config.run.keep_checkpoints, digests
+            run.dir, state.step, learner.model, run.tokenizer, trainer_state, run.config.run.keep_checkpoints, digests
         )
     procs.barrier()
 
 
-# --- evaluation and the summary ----------------------------------------------------------------
+# --- evaluation and the summary ------------------------------------------------------------------
 
 
-def _evaluate(config, generator, procs, run_dir, step, log, display) -> list[EnvEval]:  # noqa: PLR0913
-    """Held-out evaluation (the recipe's envs, or `eval.suite`) with the current weights; logged to eval.jsonl."""
+def _evaluate(run: Run, step: int) -> list[EnvStats]:
+    """Held-out evaluation of the current weights on the run's suite; logged to eval.jsonl and the metrics."""
     start = time.perf_counter()
-    episodes_path = eval_episodes_path(run_dir, step)
-    if procs.is_main:  # the main process writes it; an evaluation cut short by a crash is redone whole
+    episodes_path = eval_episodes_path(run.dir, step)
+    if run.procs.is_main:  # the main process writes it; an evaluation cut short by a crash is redone whole
         episodes_path.unlink(missing_ok=True)
-    if config.eval.suite is not None:
-        from turngym.trainer.suite import load_suite
-
-        suite = load_suite(config.eval.suite, check_envs=False)  # checked with the recipe
-        display.phase(f"evaluating suite {suite.name}")
-        results = evaluate_suite(generator, suite, procs, episodes_path)
+    if run.config.eval.suite is not None:
+        run.display.phase(f"evaluating suite {run.suite.name}")
     else:
-        display.phase(f"evaluating ({config.eval.episodes} episodes per env)")
-        temperature = config.eval.temperature if config.eval.temperature is not None else config.rollout.temperature
-        sampling = SamplingParams(
-            temperature=temperature,
-            top_p=config.rollout.top_p,
-            max_tokens=config.rollout.max_tokens,
-            seed=config.run.seed,
-        )
-        results = evaluate_envs(
-            generator,
-            config.envs,
-            config.eval.episodes,
-            sampling,
-            config.rollout.max_context_tokens,
-            procs,
-            episodes_path,
-        )
-    return _log_evaluation(results, run_dir, step, time.perf_counter() - start, procs, log, display)
+        run.display.phase(f"evaluating ({run.config.eval.episodes} episodes per env)")
+    results = evaluate_suite(run.generator, run.suite, run.procs, episodes_path)
+    _log_evaluation(run, step, results, time.perf_counter() - start)
+    return results
 
 
-def _log_evaluation(results, run_dir, step, seconds, procs, log, display) -> list[EnvEval]:  # noqa: PLR0913
-    """Write an evaluation to eval.jsonl and the metrics, and print one line per env."""
-    if procs.is_main:
-        with open(run_dir / "eval.jsonl", "a", encoding="utf-8") as out:
+def _log_evaluation(run: Run, step: int, results: list[EnvStats], seconds: float) -> None:
+    """Write an evaluation to eval.jsonl and the metrics (`eval/<env>/<stat>`), and print one line per env."""
+    if run.procs.is_main:
+        with open(run.dir / "eval.jsonl", "a", encoding="utf-8") as out:
             out.write(json.dumps({"step": step, "seconds": seconds, "envs": [r.to_dict() for r in results]}) + "\n")
     metrics = {
-        f"eval/{r.env_id}/{k}": getattr(r, k)
+        f"eval/{r.env}/{k}": getattr(r, k)
         for r in results
         for k in ("success", "low", "high", "reward", "invalid_rate")
     }
-    metrics |= {f"eval/{r.env_id}/pass@{k}": v for r in results for k, v in r.pass_at.items()}
-    log.write(step, metrics | {"time/eval": seconds})
+    metrics |= {f"eval/{r.env}/pass@{k}": v for r in results for k, v in r.pass_at.items()}
+    run.log.write(step, metrics | {"time/eval": seconds})
     for r in results:
-        display.print(
-            f"eval at step {step}: {r.env_id} success {r.summary()}, "
-            f"invalid turns {r.invalid_rate:.0%} [{seconds:.0f}s]"
+        run.display.print(
+            f"eval at step {step}: {r.env} success {r.summary()}, invalid turns {r.invalid_rate:.0%} [{seconds:.0f}s]"
         )
-    return results
 
 
 def eval_episodes_path(run_dir: Path, step: int) -> Path:
@@ -444,7 +499,8 @@ def eval_episodes_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "eval" / f"step-{step:06d}.jsonl"
 
 
-def _read_evals(run_dir: Path) -> dict[int, list[EnvEval]]:
+def _read_evals(run_dir: Path) -> dict[int, list[EnvStats]]:
+    """The evaluations a resumed run already made (a record this version cannot read is made again)."""
     path = run_dir / "eval.jsonl"
     if not path.is_file():
         return {}
@@ -452,11 +508,20 @@ def _read_evals(run_dir: Path) -> dict[int, list[EnvEval]]:
     for line in path.read_text().splitlines():
         if line.strip():
             record = json.loads(line)
-            evals[record["step"]] = [
-                EnvEval(**{**r, "pass_at": {int(k): v for k, v in r.get("pass_at", {}).items()}})
-                for r in record["envs"]
-            ]
+            with contextlib.suppress(KeyError, TypeError):
+                evals[record["step"]] = [EnvStats.from_dict(r) for r in record["envs"]]
     return evals
+
+
+def _plot(run_dir: Path) -> list[Path]:
+    """Learning-curve PNGs into `<run dir>/plots` (a plotting problem never fails the run)."""
+    from turngym.trainer.plot import plot_runs
+
+    try:
+        return plot_runs([run_dir])
+    except Exception:  # noqa: BLE001
+        LOG.warning("could not plot the run", exc_info=True)
+        return []
 
 
 def _summarise(result: TrainResult, display: Display) -> None:
@@ -467,7 +532,7 @@ def _summarise(result: TrainResult, display: Display) -> None:
     if 0 in result.evals and result.step in result.evals and result.step != 0:
         _show_example(result.run_dir, result.step, display)
         for before, after in zip(result.evals[0], result.evals[result.step], strict=True):
-            display.print(f"[bold]{before.env_id}[/bold] success before {before.summary()} -> after {after.summary()}")
+            display.print(f"[bold]{before.env}[/bold] success before {before.summary()} -> after {after.summary()}")
     if result.plots:
         display.print(f"plots: {result.plots[0].parent}/ ({', '.join(p.name for p in result.plots)})")
 

@@ -63,6 +63,26 @@ class EnvStats:
     failed: int
     per_seed_success: dict[int, float] = field(repr=False)
 
+    def summary(self) -> str:
+        """`37.5% (48/128, 95% CI 29.6-46.1%)`."""
+        return f"{self.success:.1%} ({self.successes}/{self.episodes}, 95% CI {self.low:.1%}-{self.high:.1%})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (`from_dict` reads it back)."""
+        return {**asdict(self), "per_seed_success": {str(k): v for k, v in self.per_seed_success.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnvStats:
+        """Read `to_dict`'s output (JSON turned the int keys into strings and the tuples into lists)."""
+        return cls(
+            **{
+                **data,
+                "pass_at": {int(k): v for k, v in data["pass_at"].items()},
+                "components": {k: tuple(v) for k, v in data["components"].items()},
+                "per_seed_success": {int(k): v for k, v in data["per_seed_success"].items()},
+            }
+        )
+
 
 @dataclass
 class Report:
@@ -188,7 +208,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "models": report.models,
         "versions": report.versions,
         "results": [
-            {**asdict(s), "per_seed_success": {str(k): v for k, v in s.per_seed_success.items()}}
+            s.to_dict()
             for s in (report.stats[(m, e)] for m in report.models for e in report.envs if (m, e) in report.stats)
         ],
         "overall": report.overall,

@@ -8,6 +8,7 @@ lengths.png      distributions of turns and of sampled tokens per episode, per e
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 from turngym.trainer.plot import save_png
 from turngym.trainer.report import Report
@@ -34,7 +35,7 @@ def _offsets(n: int, width: float = 0.8) -> list[float]:
     return [-width / 2 + step * (i + 0.5) for i in range(n)]
 
 
-def _success(plt, report: Report):
+def _success(plt: ModuleType, report: Report):
     labels = [*report.envs, "overall (macro)"]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(labels) * max(1, len(report.models)) / 1.5), 4.2))
     width = 0.8 / len(report.models)
@@ -61,7 +62,7 @@ def _success(plt, report: Report):
     return fig
 
 
-def _components(plt, report: Report):
+def _components(plt: ModuleType, report: Report):
     envs = [e for e in report.envs if any((m, e) in report.stats for m in report.models)]
     if not envs:
         return None
@@ -91,7 +92,7 @@ def _components(plt, report: Report):
     return fig
 
 
-def _lengths(plt, report: Report):
+def _lengths(plt: ModuleType, report: Report):
     envs = report.envs
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 2.2 * len(envs) * max(1, len(report.models))), 3.8))
     for ax, (title, value) in zip(

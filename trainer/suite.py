@@ -21,16 +21,18 @@ ranges) and makes each env once, so a bad id or kwarg fails before any model loa
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from turngym.trainer.config import RecipeError, build_dataclass, make_each
+from turngym.trainer.schema import RecipeError, Schema, load_yaml
 from turngym.trainer.seeds import EVAL_SEED_BASE, eval_seeds
+
+SUITE = Schema()
+"""The suite's schema: the generic machinery of `turngym.trainer.schema`, no named choices."""
 
 
 @dataclass
@@ -92,7 +94,7 @@ class SuiteConfig:
     episodes_per_seed: int = 1
     """Episodes per seed (n): pass@k needs n >= k."""
     pass_k: list[int] | None = None
-    """The k of pass@k (default: 1, 2, 4, ... up to `episodes_per_seed`)."""
+    """The k of pass@k (default: 1, 2, 4, ... up to `episodes_per_seed`; `[]`: none)."""
     max_turns: int | None = None
     """Default turn limit of every env (null: each env's own)."""
     max_context_tokens: int | None = None
@@ -120,7 +122,7 @@ class SuiteConfig:
     def ks_of(self, env: SuiteEnv) -> list[int]:
         """The pass@k values reported for this entry (those <= its episodes per seed)."""
         n = self.episodes_of(env)
-        ks = self.pass_k or [2**i for i in range(n.bit_length()) if 2**i <= n]
+        ks = self.pass_k if self.pass_k is not None else [2**i for i in range(n.bit_length()) if 2**i <= n]
         return [k for k in ks if k <= n]
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,22 +137,26 @@ def load_suite(source: str | Path | Mapping[str, Any], check_envs: bool = True) 
         RecipeError: a key or value that cannot be used; the message names the key and the fix.
     """
     if isinstance(source, Mapping):
-        raw, default_name = dict(source), "suite"
+        raw, default_name = copy.deepcopy(dict(source)), "suite"
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise RecipeError("", f"suite file {str(path)!r} does not exist (examples: examples/suites/*.yaml)")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise RecipeError("", f"{path} is not valid YAML: {' '.join(str(err).split())}") from err
-        if not isinstance(raw, dict):
-            raise RecipeError("", f"{path} must hold a mapping (envs:, num_seeds:, ...), not a {type(raw).__name__}")
-        default_name = path.stem
-    suite = build_dataclass(SuiteConfig, {"name": default_name, **raw})
+        raw = load_yaml(source, "suite", "envs:, num_seeds:, ... (examples: examples/suites/*.yaml)")
+        default_name = Path(source).stem
+    suite = SUITE.build(SuiteConfig, {"name": default_name, **raw})
     if check_envs:
         make_each(suite.envs)  # a bad id or kwarg fails before any model loads
     return suite
+
+
+def make_each(envs: Sequence[Any]) -> None:
+    """Make every env entry (`.id`, `.kwargs`) once; a failure is a `RecipeError` naming `envs.<i>`."""
+    from turngym.envs import make
+
+    for i, env in enumerate(envs):
+        try:
+            instance = make(env.id, **env.kwargs)
+        except Exception as err:  # noqa: BLE001 (any failure to build the env is a recipe error)
+            raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}") from err
+        instance.close()
 
 
 def _validate(suite: SuiteConfig) -> None:  # noqa: C901 (a flat list of checks reads best)

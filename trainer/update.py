@@ -7,7 +7,8 @@ update records the old logprobs. The sampler/trainer mismatch correction then we
 by `min(exp(old - sampling), C)` (see `correction.py`) using the logprobs the rollout recorded.
 
 A non-finite loss or gradient norm on any process skips the optimiser step (the weights and AdamW
-state stay as they were) and says why in the metrics.
+state stay as they were); `update` returns an `UpdateResult` that says how many optimiser steps
+were taken and, for a skipped one, why. The loop steers on its fields; its metrics are derived.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -58,6 +60,52 @@ class Learner:
         return torch.autocast(device, dtype=torch.bfloat16, enabled=self.autocast)
 
 
+@dataclass
+class UpdateResult:
+    """What one rollout batch's update did.
+
+    Attributes:
+        steps: optimiser steps attempted (`update_epochs` x `mini_batches`; 0 when the whole update
+            was skipped before any forward pass).
+        skipped_steps: optimiser steps skipped (non-finite loss or gradient norm), or 1 when the whole
+            update was skipped.
+        skip_reason: why the last skipped step (or the whole update) was skipped; None when none was.
+        tokens_trained: tokens that went through a forward/backward (all micro-batches and passes).
+        seconds: wall time of the update.
+        metrics: loss terms, clip fractions, sampler/trainer mismatch, grad norm, lr, ... (every process
+            has the same).
+    """
+
+    steps: int = 0
+    skipped_steps: int = 0
+    skip_reason: str | None = None
+    tokens_trained: float = 0.0
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def skipped(cls, reason: str) -> UpdateResult:
+        """An update skipped before it started (nothing to learn from)."""
+        return cls(skipped_steps=1, skip_reason=reason)
+
+    @property
+    def changed_weights(self) -> bool:
+        """Whether at least one optimiser step was taken (the sampler then needs the new weights)."""
+        return self.steps > self.skipped_steps
+
+    def to_metrics(self) -> dict[str, Any]:
+        """The update's metrics for the step's record: `metrics` plus the fields under their logged names."""
+        out: dict[str, Any] = dict(self.metrics)
+        out["skipped_update"] = self.skipped_steps / max(self.steps, 1)  # the share of optimiser steps skipped
+        if self.skip_reason is not None:
+            out["skip_reason"] = self.skip_reason
+        if self.tokens_trained:
+            out["tokens_trained"] = self.tokens_trained
+            out["tokens_per_s/update"] = self.tokens_trained / max(self.seconds, 1e-9)
+        out["time/update"] = self.seconds
+        return out
+
+
 def make_optimizer(model: nn.Module, config: OptimizerConfig, total_steps: int) -> tuple[Any, Any]:
     """AdamW and a LambdaLR schedule: linear warm-up, then constant, cosine or linear decay."""
     optimizer = torch.optim.AdamW(
@@ -85,45 +133,66 @@ def update(
     optimizer_config: OptimizerConfig,
     correction: CorrectionConfig,
     procs: Processes,
-) -> dict[str, float]:
+) -> UpdateResult:
     """Train on one rollout batch: `update_epochs` passes of `mini_batches` optimiser steps.
 
     Returns:
-        The step's update metrics (loss terms, clip fractions, mismatch, grad norm, ...), the
-        same on every process.
+        What the update did, the same on every process.
     """
+    start = time.perf_counter()
     sums = Sums()
-    lengths = rows.lengths()
     parts = _mini_batches(rows, optimizer_config.mini_batches)
+    mine = _plan(rows, parts, objective, optimizer_config, procs, sums)
+    old = None
+    if optimizer_config.update_epochs > 1 or optimizer_config.mini_batches > 1:
+        old = _old_logps(learner, rows, mine)
+    step = _OptimizerStep(learner, objective, rows, old, correction, optimizer_config, procs, sums)
+    skipped: list[str] = []
+    for _epoch in range(optimizer_config.update_epochs):
+        for part, batches in zip(parts, mine, strict=True):
+            reason = step.run(rows.totals(part), batches)
+            skipped += [reason] if reason is not None else []
+    advance_schedule(learner)
+    metrics = sums.result(procs)
+    return UpdateResult(
+        steps=optimizer_config.update_epochs * len(parts),
+        skipped_steps=len(skipped),
+        skip_reason=skipped[-1] if skipped else None,
+        tokens_trained=metrics.pop("tokens_trained", 0.0),
+        seconds=time.perf_counter() - start,
+        metrics=metrics,
+    )
+
+
+def _plan(
+    rows: StepRows,
+    parts: list[list[int]],
+    objective: Objective,
+    config: OptimizerConfig,
+    procs: Processes,
+    sums: Sums,
+) -> list[list[list[int]]]:
+    """This process's micro-batches (row indices) of each part, with the plan's padding metrics in `sums`."""
+    lengths = rows.lengths()
     # Rows whose advantages are all 0 add nothing to the gradient of most objectives: skip their
-    # forward/backward (the step-global totals below still count them, so the loss is unchanged).
+    # forward/backward (the step-global totals still count them, so the loss is unchanged).
     computed = _rows_to_compute(rows, objective)
+    active = [[r for r in part if computed[r]] for part in parts]
     plans = [
         plan_micro_batches(
-            [lengths[r] for r in part if computed[r]],
-            [int(rows.group_ids[r]) for r in part if computed[r]],
-            optimizer_config.micro_batch_tokens,
-            objective.needs_whole_groups or optimizer_config.share_prefix,
+            [lengths[r] for r in part],
+            [int(rows.group_ids[r]) for r in part],
+            config.micro_batch_tokens,
+            objective.needs_whole_groups or config.share_prefix,
         )
-        for part in parts
+        for part in active
     ]
-    active = [[r for r in part if computed[r]] for part in parts]
     plans = [[[part[i] for i in batch] for batch in plan] for part, plan in zip(active, plans, strict=True)]
     planned = [b for plan in plans for b in plan]
     sums.set("padding_fraction", padding_fraction(planned, lengths, rows.group_ids.tolist()))
     sums.set("micro_batches", float(sum(len(plan) for plan in plans)))
     sums.set("rows_skipped", float(len(rows) - sum(computed)) / max(len(rows), 1))
-    mine = [deal(plan, lengths, procs.world_size, procs.rank) for plan in plans]
-    old = None
-    if optimizer_config.update_epochs > 1 or optimizer_config.mini_batches > 1:
-        old = _old_logps(learner, rows, mine)
-    for _epoch in range(optimizer_config.update_epochs):
-        for part, batches in zip(parts, mine, strict=True):
-            _optimizer_step(
-                learner, objective, rows, rows.totals(part), batches, old, correction, optimizer_config, procs, sums
-            )
-    advance_schedule(learner)
-    return sums.result(procs)
+    return [deal(plan, lengths, procs.world_size, procs.rank) for plan in plans]
 
 
 def advance_schedule(learner: Learner) -> None:
@@ -163,74 +232,65 @@ def _old_logps(learner: Learner, rows: StepRows, mine: list[list[list[int]]]) ->
     return old
 
 
-def _optimizer_step(  # noqa: PLR0913 (the phase's inputs, named)
-    learner: Learner,
-    objective: Objective,
-    rows: StepRows,
-    totals: StepTotals,
-    batches: list[list[int]],
-    old: dict[tuple[int, ...], torch.Tensor] | None,
-    correction: CorrectionConfig,
-    config: OptimizerConfig,
-    procs: Processes,
-    sums: Sums,
-) -> None:
-    """Forward/backward every micro-batch of one optimiser step, then clip and step (or skip)."""
-    nonfinite_loss = False
-    for k, indices in enumerate(batches):
-        batch = collate(rows, indices)
-        with procs.no_sync(learner.scorer, sync=k == len(batches) - 1), learner.precision():
-            logps = learner.scorer(
-                batch.input_ids, batch.policy.loss_mask, learner.temperature, batch.policy.group_ids
-            )  # (n, T)
-            loss = _micro_batch_loss(learner, objective, batch, logps, old, totals, correction, sums)
-            nonfinite_loss |= not bool(torch.isfinite(loss.detach()))
-            (loss * procs.world_size).backward()  # DDP averages over ranks; the losses already sum to the step's
-        sums.add("tokens_trained", float(batch.num_tokens))
-    params = [p for p in learner.model.parameters() if p.grad is not None]
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf))
-    skip_reason = "non-finite loss" if procs.any(nonfinite_loss) else None
-    if skip_reason is None and not math.isfinite(grad_norm):
-        skip_reason = "non-finite gradient norm"
-    if skip_reason is None:
-        learner.optimizer.step()
-    learner.optimizer.zero_grad(set_to_none=True)
-    sums.set("grad_norm", grad_norm)
-    sums.set("skipped_update", float(skip_reason is not None))
-    if skip_reason is not None:
-        sums.note("skip_reason", skip_reason)
-    sums.set("lr", learner.optimizer.param_groups[0]["lr"])
+@dataclass
+class _OptimizerStep:
+    """The inputs every optimiser step of one update shares (`run` takes what differs: the part's totals and rows)."""
 
+    learner: Learner
+    objective: Objective
+    rows: StepRows
+    old: dict[tuple[int, ...], torch.Tensor] | None
+    correction: CorrectionConfig
+    config: OptimizerConfig
+    procs: Processes
+    sums: Sums
 
-def _micro_batch_loss(
-    learner: Learner,
-    objective: Objective,
-    batch: MicroBatch,
-    logps: torch.Tensor,
-    old: dict[tuple[int, ...], torch.Tensor] | None,
-    totals: StepTotals,
-    correction: CorrectionConfig,
-    sums: Sums,
-) -> torch.Tensor:
-    """Old logprobs, importance weights and reference logprobs for the batch, then the objective's loss."""
-    if not batch.rows:  # a padding micro-batch: no loss, but the forward/backward keeps ranks in step
-        return logps.sum() * 0.0
-    policy = batch.policy
-    policy.old_logps = old[tuple(batch.rows)] if old is not None else logps.detach().float()  # (n, T)
-    weights = importance_weights(
-        policy.old_logps, batch.sampling_logps, policy.loss_mask, correction.mode, correction.clip, correction.band
-    )  # (n, T)
-    for name, value in mismatch_sums(policy.old_logps, batch.sampling_logps, policy.loss_mask, weights).items():
-        sums.add(name, value)
-    policy.advantages = policy.advantages * weights  # (n, T) exact for losses homogeneous in A
-    if learner.reference is not None:
-        with torch.no_grad():
-            policy.ref_logps = learner.reference(
-                batch.input_ids, policy.loss_mask, learner.temperature, policy.group_ids
-            )  # (n, T)
-    loss, metrics = objective.loss(logps.float(), policy, totals)
-    tokens = float(policy.loss_mask.sum())
-    for name, value in metrics.items():
-        sums.add_objective_metric(name, value, tokens)
-    sums.add("loss", float(loss.detach()))
-    return loss
+    def run(self, totals: StepTotals, batches: list[list[int]]) -> str | None:
+        """Forward/backward every micro-batch of one optimiser step, then clip and step; returns why it was skipped."""
+        learner, procs = self.learner, self.procs
+        nonfinite_loss = False
+        for k, indices in enumerate(batches):
+            batch = collate(self.rows, indices)
+            with procs.no_sync(learner.scorer, sync=k == len(batches) - 1), learner.precision():
+                logps = learner.scorer(
+                    batch.input_ids, batch.policy.loss_mask, learner.temperature, batch.policy.group_ids
+                )  # (n, T)
+                loss = self.loss(batch, logps, totals)
+                nonfinite_loss |= not bool(torch.isfinite(loss.detach()))
+                (loss * procs.world_size).backward()  # DDP averages over ranks; the losses already sum to the step's
+            self.sums.add("tokens_trained", float(batch.num_tokens))
+        params = [p for p in learner.model.parameters() if p.grad is not None]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip or math.inf))
+        skip_reason = "non-finite loss" if procs.any(nonfinite_loss) else None
+        if skip_reason is None and not math.isfinite(grad_norm):
+            skip_reason = "non-finite gradient norm"
+        if skip_reason is None:
+            learner.optimizer.step()
+        learner.optimizer.zero_grad(set_to_none=True)
+        self.sums.set("grad_norm", grad_norm)
+        self.sums.set("lr", learner.optimizer.param_groups[0]["lr"])
+        return skip_reason
+
+    def loss(self, batch: MicroBatch, logps: torch.Tensor, totals: StepTotals) -> torch.Tensor:
+        """Old logprobs, importance weights and reference logprobs for the batch, then the objective's loss."""
+        if not batch.rows:  # a padding micro-batch: no loss, but the forward/backward keeps ranks in step
+            return logps.sum() * 0.0
+        learner, correction, policy = self.learner, self.correction, batch.policy
+        policy.old_logps = self.old[tuple(batch.rows)] if self.old is not None else logps.detach().float()  # (n, T)
+        weights = importance_weights(
+            policy.old_logps, batch.sampling_logps, policy.loss_mask, correction.mode, correction.clip, correction.band
+        )  # (n, T)
+        for name, value in mismatch_sums(policy.old_logps, batch.sampling_logps, policy.loss_mask, weights).items():
+            self.sums.add(name, value)
+        policy.advantages = policy.advantages * weights  # (n, T) exact for losses homogeneous in A
+        if learner.reference is not None:
+            with torch.no_grad():
+                policy.ref_logps = learner.reference(
+                    batch.input_ids, policy.loss_mask, learner.temperature, policy.group_ids
+                )  # (n, T)
+        loss, metrics = self.objective.loss(logps.float(), policy, totals)
+        tokens = float(policy.loss_mask.sum())
+        for name, value in metrics.items():
+            self.sums.add_objective_metric(name, value, tokens)
+        self.sums.add("loss", float(loss.detach()))
+        return loss

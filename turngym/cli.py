@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from turngym.agent.generator import SamplingParams
+    from turngym.agent.records import TurnRecord
+    from turngym.trainer.eval_run import EvalModel
+    from turngym.trainer.suite import SuiteConfig
 
 app = typer.Typer(
     name="turngym",
@@ -180,9 +189,14 @@ def play(
 ) -> None:
     """Play an environment in the terminal: you type one action per line (Ctrl-D stops), or --model plays."""
     if model is not None:
-        key_env = None if no_api_key else api_key_env
-        endpoint = (base_url, key_env, max_retries)
-        _model_plays(env_id, seed, _parse_kwargs(kwarg), model, backend, endpoint, temperature, max_tokens)
+        from turngym.agent import SamplingParams
+
+        kwargs = _parse_kwargs(kwarg)
+        env, _ = _load_env(env_id, kwargs)  # a bad env id or kwarg fails here, before any model loads
+        seed = 0 if seed is None else seed
+        sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
+        generator = _generator(model, backend, base_url, None if no_api_key else api_key_env, max_retries)
+        _model_plays(env, env_id, kwargs, generator, sampling)
         return
     env, _ = _load_env(env_id, _parse_kwargs(kwarg))
     try:
@@ -288,8 +302,6 @@ def eval_suite(
 
     Every model plays the same seeds. Exit status: 0 done, 2 bad suite or model (nothing run).
     """
-    from pathlib import Path
-
     from turngym.trainer.config import RecipeError
     from turngym.trainer.eval_run import parse_model
     from turngym.trainer.suite import load_suite
@@ -309,7 +321,14 @@ def eval_suite(
     _run_eval(suite, models, Path(out or Path("evals") / suite.name), key, engine, chunk_seeds)
 
 
-def _run_eval(suite, models, out, api_key_env, engine, chunk_seeds) -> None:
+def _run_eval(  # the checked `eval` arguments
+    suite: SuiteConfig,
+    models: list[EvalModel],
+    out: Path,
+    api_key_env: str | None,
+    engine: dict[str, Any],
+    chunk_seeds: int,
+) -> None:
     """Play what is missing, then summarise everything in `out` and print the table."""
     from turngym.agent import EndpointError
     from turngym.trainer.eval_run import evaluate
@@ -351,25 +370,22 @@ def _components(rewards: dict[str, float]) -> str:
     return f" ({shown})" if shown else ""
 
 
-def _model_plays(env_id, seed, kwargs, model, backend, endpoint, temperature, max_tokens) -> None:
-    """One episode played by a model; prints the transcript turn by turn, as it is played."""
+def _model_plays(env: Any, env_id: str, kwargs: dict[str, Any], generator: Any, sampling: SamplingParams) -> None:
+    """One episode on seed `sampling.seed` played by a model; prints the transcript turn by turn, as it is played."""
     import itertools
 
-    from turngym.agent import EndpointError, SamplingParams, collect_groups
+    from turngym.agent import EndpointError, collect_groups
 
-    env, _ = _load_env(env_id, kwargs)  # a bad env id or kwarg fails here, before any model loads
-    generator = _generator(model, backend, *endpoint)
-    seed = 0 if seed is None else seed
+    seed = sampling.seed
     console.print(env.reset(seed=seed)[0], markup=False, highlight=False)  # the episode starts from the same seed
 
-    def show(group_index: int, episode_index: int, turn) -> None:
+    def show(group_index: int, episode_index: int, turn: TurnRecord) -> None:
         console.rule(f"turn {next(turn_numbers)}")
         console.print(f"[bold cyan]model:[/bold cyan] {escape(turn.action)}", highlight=False)
         console.print(f"[bold]env:[/bold] {escape(turn.feedback)}", highlight=False)
         console.print(f"[dim]reward {turn.reward:+.3g}{_components(turn.rewards)}[/dim]")
 
     turn_numbers = itertools.count(1)
-    sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
     try:
         [group] = collect_groups(
             env_id, [seed], 1, generator, sampling=sampling, env_kwargs=kwargs, progress=False, on_turn=show
@@ -468,7 +484,6 @@ def _fail(err: BaseException, code: int, where: str = "") -> None:
 def _user_frame(err: BaseException) -> str:
     """`file:line` of the innermost frame outside turngym and the libraries, if the error came from user code."""
     import traceback
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     ours = tuple(str(root / package) for package in ("turngym", "envs", "agent", "algos", "trainer"))

@@ -34,7 +34,7 @@ def gradient(procs: Processes, model_dir: str) -> tuple[torch.Tensor, dict]:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     learner = Learner(scorer, model, optimizer, schedule, None, False, 1.0)
     config = OptimizerConfig(grad_clip=0.0, micro_batch_tokens=200)
-    metrics = update(learner, GRPO(), synthetic_rows(), config, CorrectionConfig(mode="none"), procs)
+    metrics = update(learner, GRPO(), synthetic_rows(), config, CorrectionConfig(mode="none"), procs).to_metrics()
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     return before - after, metrics  # SGD with lr 1: the gradient
 

@@ -10,13 +10,14 @@ import yaml
 
 from turngym.algos import DAPO, GFPO, GRPO
 from turngym.trainer.config import (
+    RECIPE,
     SECTIONS,
     RecipeError,
     dump_recipe,
-    field_docs,
     load_recipe,
     recipe_changes,
     recipe_reference,
+    recipe_reference_page,
 )
 
 BASE = {"envs": [{"id": "turngym/GuessNumber-v0"}]}
@@ -35,7 +36,7 @@ def test_defaults_and_dotted_overrides() -> None:
     )
     assert config.rollout.group_size == 4 and config.rollout.groups_per_step == 8
     assert config.envs[0].id == "turngym/GuessNumber-v0" and config.envs[0].kwargs == {"high": 8}
-    assert config.objective.build() == GRPO(eps_high=0.28)
+    assert config.objective == GRPO(eps_high=0.28)
     assert config.optimizer.lr == 3e-5  # YAML reads "3e-5" as a string; numbers are coerced
 
 
@@ -53,9 +54,58 @@ def test_recipe_changes_lists_exactly_the_non_default_settings() -> None:
 def test_gfpo_takes_a_base_objective_and_round_trips() -> None:
     recipe = {**BASE, "objective": {"name": "gfpo", "k": 2, "metric": "won", "base": {"name": "dapo", "eps_high": 0.3}}}
     config = load_recipe(recipe)
-    assert config.objective.build() == GFPO(base=DAPO(eps_high=0.3), k=2, metric="won")
+    assert config.objective == GFPO(base=DAPO(eps_high=0.3), k=2, metric="won")
     again = load_recipe(yaml.safe_load(dump_recipe(config)))
     assert again == config  # the saved recipe loads back to the same config
+
+
+@pytest.mark.parametrize(
+    ("recipe_objective", "overrides", "expected"),
+    [
+        # the override wins over the file, whichever spelling either uses
+        ({"name": "grpo", "eps_high": 0.2}, ["objective.params.eps_high=0.28"], GRPO(eps_high=0.28)),
+        ({"name": "grpo", "params": {"eps_high": 0.2}}, ["objective.eps_high=0.28"], GRPO(eps_high=0.28)),
+        # the shorthand `objective: grpo` takes overrides of its hyperparameters
+        ("grpo", ["objective.eps_high=0.28"], GRPO(eps_high=0.28)),
+        ("grpo", ["objective.params.eps_high=0.28"], GRPO(eps_high=0.28)),
+        # between overrides, the last one given wins
+        ("grpo", ["objective.eps_high=0.3", "objective.params.eps_high=0.25"], GRPO(eps_high=0.25)),
+        ("grpo", ["objective.params.eps_high=0.25", "objective.eps_high=0.3"], GRPO(eps_high=0.3)),
+        # the nested spelling in the file itself
+        ({"name": "dapo", "params": {"eps_high": 0.3}}, [], DAPO(eps_high=0.3)),
+        # a section without a name is the default objective's
+        ({"eps_high": 0.3}, [], GRPO(eps_high=0.3)),
+        # GFPO's base objective: the same spellings one level down
+        ({"name": "gfpo", "base": "dapo"}, ["objective.base.eps_high=0.3"], GFPO(base=DAPO(eps_high=0.3))),
+        ({"name": "gfpo", "base": {"name": "dapo", "eps_high": 0.2}}, ["objective.base.params.eps_high=0.3"],
+         GFPO(base=DAPO(eps_high=0.3))),
+        ("gfpo", ["objective.params.base.name=dapo", "objective.base.eps_high=0.3"], GFPO(base=DAPO(eps_high=0.3))),
+    ],
+)  # fmt: skip
+def test_objective_hyperparameters_take_every_spelling_and_the_last_wins(recipe_objective, overrides, expected) -> None:
+    config = load_recipe({**BASE, "objective": recipe_objective}, overrides)
+    assert config.objective == expected  # the built, validated objective is the recipe's
+    assert load_recipe(yaml.safe_load(dump_recipe(config))).objective == expected  # recipe.yaml says the same
+
+
+def test_a_hyperparameter_given_twice_in_one_file_is_an_error() -> None:
+    err = error(recipe={**BASE, "objective": {"name": "grpo", "eps_high": 0.2, "params": {"eps_high": 0.3}}})
+    assert err.key == "objective.params.eps_high" and "also given as objective.eps_high" in str(err)
+
+
+def test_recipe_yaml_holds_the_objective_name_and_its_non_default_hyperparameters() -> None:
+    config = load_recipe(BASE, ["objective.name=gfpo", "objective.k=2", "objective.base.kl_coef=0.05"])
+    assert yaml.safe_load(dump_recipe(config))["objective"] == {
+        "name": "gfpo",
+        "base": {"name": "grpo", "kl_coef": 0.05},
+        "k": 2,
+    }
+
+
+def test_loading_a_mapping_leaves_it_as_it_was() -> None:
+    recipe = {"envs": ["turngym/GuessNumber-v0"], "objective": "grpo"}
+    load_recipe(recipe, ["envs.0.kwargs.high=8", "objective.eps_high=0.3"])
+    assert recipe == {"envs": ["turngym/GuessNumber-v0"], "objective": "grpo"}
 
 
 def test_correction_auto_resolves_per_objective() -> None:
@@ -117,7 +167,7 @@ def test_every_field_has_a_docstring_and_is_in_the_reference() -> None:
     text = recipe_reference()
     table = recipe_reference(markdown=True)
     for section, cls in SECTIONS.items():
-        docs = field_docs(cls)
+        docs = RECIPE.docs(cls)
         for f in dataclasses.fields(cls):
             assert docs.get(f.name), f"{section}.{f.name} has no docstring"
             assert f"{section}.{f.name} (" in text and f"| `{f.name}` |" in table
@@ -129,11 +179,25 @@ def test_examples_recipes_load(examples_dir) -> None:
     assert recipes
     for path in recipes:
         config = load_recipe(path)
-        assert config.envs and config.objective.build() is not None
+        assert config.envs and config.objective is not None
 
 
-def test_readme_holds_the_current_recipe_reference() -> None:
+def test_docs_hold_the_current_recipe_reference() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert recipe_reference(markdown=True).replace("### `", "#### `").strip() in readme
+    page = Path(__file__).resolve().parents[2] / "docs" / "recipe-reference.md"
+    assert page.read_text() == recipe_reference_page(), (
+        "docs/recipe-reference.md is stale; rewrite it with .venv/bin/python -c 'from turngym.trainer.config "
+        'import recipe_reference_page as p; print(p(), end="")\' > docs/recipe-reference.md'
+    )
+
+
+def test_a_resume_compares_the_objective_hyperparameters(tmp_path) -> None:
+    from turngym.trainer.run import _check_same_recipe
+
+    saved = tmp_path / "recipe.yaml"
+    saved.write_text(dump_recipe(load_recipe(BASE, ["objective.eps_high=0.28"])))
+    _check_same_recipe(load_recipe(BASE, ["objective.params.eps_high=0.28"]), saved)  # the same objective
+    with pytest.raises(RecipeError) as caught:
+        _check_same_recipe(load_recipe(BASE, ["objective.eps_high=0.3"]), saved)
+    assert caught.value.key == "objective.eps_high" and "(0.28 -> 0.3)" in str(caught.value)

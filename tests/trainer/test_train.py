@@ -15,10 +15,10 @@ from tests.trainer.support import Flaky, tiny_recipe
 from turngym.agent import SamplingParams, load_episodes
 from turngym.trainer import load_recipe, train
 from turngym.trainer.checkpoint import latest_checkpoint
-from turngym.trainer.heldout import wilson_interval
 from turngym.trainer.loop import eval_episodes_path
 from turngym.trainer.metrics import read_metrics
 from turngym.trainer.seeds import EVAL_SEED_BASE, eval_seeds
+from turngym.trainer.stats import wilson_interval
 
 OBJECTIVES = {
     "pg": {"name": "pg"},
@@ -147,7 +147,7 @@ def test_a_step_on_a_plain_gymnasium_env_named_by_file_path(engine, tiny_model_d
     assert metrics["skipped_update"] == 0 and metrics["groups_trained"] >= 1  # vowel shares vary within groups
     assert 0.0 <= metrics["reward"] <= 2.0  # at most two turns, each a share in [0, 1]
     [evaluation] = result.evals[1]
-    assert evaluation.env_id == f"{plain}:VowelGame" and evaluation.episodes == 4
+    assert evaluation.env == f"{plain}:VowelGame" and evaluation.episodes == 4
 
 
 def test_an_evaluation_suite_during_training_starts_at_step_0(engine, tiny_model_dir, tmp_path) -> None:
@@ -161,7 +161,7 @@ def test_an_evaluation_suite_during_training_starts_at_step_0(engine, tiny_model
     result = train(load_recipe(recipe), generator=engine)
     assert sorted(result.evals) == [0, 1]  # step 0 without at_start: a suite always starts the curve
     for step, [evaluation] in result.evals.items():
-        assert evaluation.env_id == "vowels" and evaluation.episodes == 6 and set(evaluation.pass_at) == {1, 2}
+        assert evaluation.env == "vowels" and evaluation.episodes == 6 and set(evaluation.pass_at) == {1, 2}
         groups = load_episodes(eval_episodes_path(result.run_dir, step))
         assert [g.seed for g in groups] == eval_seeds(3) and all(len(g.trajectories) == 2 for g in groups)
     logged = [r for r in read_metrics(result.run_dir) if "eval/vowels/success" in r]

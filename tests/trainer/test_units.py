@@ -13,9 +13,9 @@ from turngym.algos import GRPO, Advantages, PolicyBatch, StepTotals
 from turngym.trainer.collate import StepRows, collate, deal, padding_fraction, plan_micro_batches
 from turngym.trainer.config import OptimizerConfig
 from turngym.trainer.correction import importance_weights, mismatch_sums
-from turngym.trainer.heldout import wilson_interval
 from turngym.trainer.metrics import Sums
 from turngym.trainer.seeds import EVAL_SEED_BASE, SeedCursor, eval_seeds, mixture_counts
+from turngym.trainer.stats import wilson_interval
 from turngym.trainer.update import lr_factor
 
 

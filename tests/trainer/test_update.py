@@ -31,16 +31,19 @@ def learner_for(model_dir) -> Learner:
 def test_a_non_finite_loss_skips_the_update_and_leaves_the_weights(tiny_model_dir) -> None:
     learner = learner_for(tiny_model_dir)
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}
-    metrics = update(
-        learner, NaNLoss(), synthetic_rows(), OptimizerConfig(), CorrectionConfig(mode="none"), Processes()
-    )
+    result = update(learner, NaNLoss(), synthetic_rows(), OptimizerConfig(), CorrectionConfig(mode="none"), Processes())
+    assert (result.steps, result.skipped_steps, result.skip_reason) == (1, 1, "non-finite loss")
+    assert not result.changed_weights  # the loop does not sync weights that did not change
+    metrics = result.to_metrics()
     assert metrics["skipped_update"] == 1 and metrics["skip_reason"] == "non-finite loss"
     assert all(torch.equal(before[k], v) for k, v in learner.model.state_dict().items())
     assert not learner.optimizer.state  # AdamW took no step: no moments, no step count
     assert all(p.grad is None for p in learner.model.parameters())  # nothing left over for the next step
     # the next, finite step trains normally
-    metrics = update(learner, GRPO(), synthetic_rows(), OptimizerConfig(), CorrectionConfig(mode="none"), Processes())
-    assert metrics["skipped_update"] == 0 and math.isfinite(metrics["grad_norm"])
+    result = update(learner, GRPO(), synthetic_rows(), OptimizerConfig(), CorrectionConfig(mode="none"), Processes())
+    assert result.changed_weights and result.skip_reason is None
+    metrics = result.to_metrics()
+    assert metrics["skipped_update"] == 0 and "skip_reason" not in metrics and math.isfinite(metrics["grad_norm"])
     assert any(not torch.equal(before[k], v) for k, v in learner.model.state_dict().items())
 
 
@@ -48,7 +51,9 @@ def test_update_epochs_use_one_extra_forward_for_old_logprobs(tiny_model_dir) ->
     """With two passes the second pass's ratio moves away from 1 (old logprobs are the pre-update ones)."""
     learner = learner_for(tiny_model_dir)
     config = OptimizerConfig(lr=1e-3, update_epochs=2, mini_batches=3)
-    metrics = update(learner, GRPO(), synthetic_rows(), config, CorrectionConfig(mode="none"), Processes())
+    result = update(learner, GRPO(), synthetic_rows(), config, CorrectionConfig(mode="none"), Processes())
+    assert (result.steps, result.skipped_steps) == (6, 0)
+    metrics = result.metrics
     assert metrics["ratio_max"] > 1.0 + 1e-4 or metrics["ratio_min"] < 1.0 - 1e-4
     assert learner.optimizer.state[next(iter(learner.model.parameters()))]["step"] == 6  # 2 epochs x 3 mini-batches
 
@@ -72,9 +77,27 @@ def test_skipping_zero_advantage_rows_leaves_the_gradient_unchanged(tiny_model_d
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         learner = Learner(TokenScorer(model), model, optimizer, schedule, None, False, 1.0)
         config = OptimizerConfig(grad_clip=0.0, micro_batch_tokens=200)
-        metrics.append(update(learner, objective, rows, config, CorrectionConfig(mode="none"), Processes()))
+        result = update(learner, objective, rows, config, CorrectionConfig(mode="none"), Processes())
+        metrics.append(result.to_metrics())
         deltas.append(torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters(), strict=True)]))
     assert metrics[0]["rows_skipped"] == 4 / 12 and metrics[1]["rows_skipped"] == 0
     assert metrics[0]["tokens_trained"] < metrics[1]["tokens_trained"]
     assert deltas[0].abs().max() > 1e-3
     assert torch.allclose(deltas[0], deltas[1], atol=1e-6 * float(deltas[1].abs().max()))
+
+
+def test_an_update_with_one_skipped_optimiser_step_still_changed_the_weights() -> None:
+    """Two optimiser steps, one skipped: the weights moved, so the sampler needs them (the loop syncs)."""
+    from turngym.trainer.update import UpdateResult
+
+    partial = UpdateResult(steps=2, skipped_steps=1, skip_reason="non-finite loss", tokens_trained=10.0, seconds=2.0)
+    assert partial.changed_weights
+    assert partial.to_metrics() == {
+        "skipped_update": 0.5,
+        "skip_reason": "non-finite loss",
+        "tokens_trained": 10.0,
+        "tokens_per_s/update": 5.0,
+        "time/update": 2.0,
+    }
+    nothing = UpdateResult.skipped("no usable groups this step")
+    assert not nothing.changed_weights and nothing.to_metrics()["skipped_update"] == 1.0
