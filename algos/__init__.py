@@ -46,15 +46,10 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
-def objective_name(objective: Objective) -> str:
-    """The name `OBJECTIVES` selects the class of `objective` by (`objective_name(GRPO()) == "grpo"`)."""
-    return next(name for name, cls in OBJECTIVES.items() if type(objective) is cls)
-
-
 __all__ = [
     "DAPO", "GFPO", "GFPOState", "GPG", "GRPO", "GSPO", "GVPO", "OBJECTIVES", "PG", "RLOO", "Advantages", "DrGRPO",
     "GSPOToken", "Objective", "PolicyBatch", "RewardTable", "Selection", "StepTotals", "aggregate",
     "broadcast_to_tokens", "discounted_returns", "dynamic_sampling_keep", "gfpo_select", "gpg_alpha",
-    "group_advantage", "gvpo_loss", "kl_token", "objective_name", "overlong_penalty", "ppo_clip_token_loss", "ratio",
+    "group_advantage", "gvpo_loss", "kl_token", "overlong_penalty", "ppo_clip_token_loss", "ratio",
     "reinforce_token_loss", "rloo_advantage",
 ]  # fmt: skip

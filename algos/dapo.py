@@ -69,7 +69,7 @@ class DAPO(Objective):
         keep_rows = F.dynamic_sampling_keep(metric, table.group_ids)  # (N,)
         kept = [g for i, g in enumerate(groups) if bool(keep_rows[table.group_ids == i].all())]
         complete = num_groups is None or len(kept) >= num_groups
-        return Selection(kept[:num_groups], complete, {"kept_group_fraction": len(kept) / len(groups)})
+        return Selection(kept[:num_groups], complete, {"kept_group_fraction": len(kept) / len(groups)}, state)
 
     def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """`(r - mean_g r) / (std_g r + adv_eps)` on the shaped reward."""

@@ -58,7 +58,8 @@ class GPG(Objective):
         uniform = [g for g in groups if all(g is not v for v in valid)]
         wanted = num_groups or len(groups)
         complete = len(valid) >= self.min_valid_fraction * wanted
-        return Selection((valid + uniform)[:wanted], complete, {"valid_group_fraction": len(valid) / len(groups)})
+        metrics = {"valid_group_fraction": len(valid) / len(groups)}
+        return Selection((valid + uniform)[:wanted], complete, metrics, state)
 
     def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """`(r - mean_g r) / F_norm` (alpha is applied over the whole step in `advantages`)."""

@@ -80,6 +80,8 @@ def load_objective_state(objective: Any, saved: dict[str, Any] | None) -> Any:
     initial = objective.initial_state()
     if initial is None or not saved:
         return initial
+    if set(saved) == {"_history"}:  # written before the state left the objective (GFPO kept it in `_history`)
+        saved = {"group_means": saved["_history"]}
     try:
         return type(initial)(**saved)
     except TypeError as err:

@@ -9,14 +9,17 @@ names the key, what is wrong, and the fix (with the closest valid key for a typo
     model:     the policy and the precision it samples and trains in
     envs:      one or several envs with mixture weights and constructor kwargs
     rollout:   groups, group size and sampling
-    objective: an `OBJECTIVES` name plus its hyperparameters (GFPO takes a `base` objective)
+    objective: the `Objective` itself, written as an `OBJECTIVES` name plus its hyperparameters
+               (`{name: dapo, eps_high: 0.28}`, or just `dapo`; GFPO takes a `base` objective)
     correction: the sampler/trainer mismatch correction
     optimizer: AdamW, learning-rate schedule, update epochs and micro-batching
     run:       steps, run directory, seeds, checkpoints, resume, logging
     eval:      held-out evaluation before, during and after training
 
+The reading, overriding, checking and documenting is `turngym.trainer.schema`'s (shared with
+evaluation suites); this module holds the recipe's sections and the checks across fields.
 `recipe_reference()` renders every field with its type, default and docstring (`turngym train
---help`, README's recipe reference).
+--help`, docs/recipe-reference.md).
 """
 
 from __future__ import annotations
@@ -29,12 +32,10 @@ from typing import Any, Literal
 
 import yaml
 
-from turngym.algos import GRPO, OBJECTIVES, Objective, objective_name
-from turngym.trainer.schema import Choice, RecipeError, Schema, field_docs, json_like, load_yaml
+from turngym.algos import GRPO, OBJECTIVES, Objective
+from turngym.trainer.schema import Choice, RecipeError, Schema, json_like, load_yaml
 from turngym.trainer.seeds import EVAL_SEED_BASE
 from turngym.trainer.suite import load_suite, make_each
-
-__all__ = ["RECIPE", "SECTIONS", "RecipeError", "TrainConfig", "field_docs", "load_recipe", "recipe_reference"]
 
 CorrectionMode = Literal["auto", "token_truncate", "sequence_truncate", "token_mask", "sequence_mask", "none"]
 
@@ -254,9 +255,12 @@ def load_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str]
     return RECIPE.build(TrainConfig, raw)
 
 
-def recipe_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """The recipe as plain YAML-ready data (the objective as `name` plus its non-default hyperparameters)."""
-    data = RECIPE.to_plain(config)
+def recipe_to_dict(config: TrainConfig, defaults: bool = True) -> dict[str, Any]:
+    """The recipe as plain YAML-ready data: every field, the objective as `name` plus its hyperparameters.
+
+    With `defaults=False` the objective keeps only the hyperparameters that differ from its defaults.
+    """
+    data = RECIPE.to_plain(config, defaults)
     order = ["name", "model", "envs", "rollout", "objective", "correction", "optimizer", "run", "eval"]
     return {key: data[key] for key in order}
 
@@ -269,7 +273,7 @@ def dump_recipe(config: TrainConfig) -> str:
 def recipe_changes(config: TrainConfig) -> list[str]:
     """`key=value` for each setting that differs from its default, in recipe order (a run's header line)."""
     baseline = TrainConfig(envs=[EnvConfig(id=env.id) for env in config.envs])
-    mine, default = _dotted(recipe_to_dict(config)), _dotted(recipe_to_dict(baseline))
+    mine, default = _dotted(recipe_to_dict(config, False)), _dotted(recipe_to_dict(baseline, False))
     return [f"{key}={json_like(value)}" for key, value in mine.items() if default.get(key, ...) != value]
 
 
@@ -315,7 +319,7 @@ def _check_names_and_envs(config: TrainConfig) -> None:
 def _check_rollout(config: TrainConfig) -> None:
     """Rollout sizes and sampling against the objective and the model's context."""
     m, r = config.model, config.rollout
-    name = objective_name(config.objective)
+    name = OBJECTIVE.name_of(config.objective)
     if r.group_size < 2:
         raise RecipeError(
             "rollout.group_size",
@@ -350,15 +354,15 @@ def _check_rollout(config: TrainConfig) -> None:
 def _check_optimizer(config: TrainConfig) -> None:
     """AdamW, its schedule and batching against the objective."""
     r, o = config.rollout, config.optimizer
-    objective, name = config.objective, objective_name(config.objective)
+    objective, name = config.objective, OBJECTIVE.name_of(config.objective)
     if o.lr <= 0:
         raise RecipeError("optimizer.lr", f"must be > 0, got {o.lr}")
     if o.grad_clip < 0:
         raise RecipeError("optimizer.grad_clip", f"must be >= 0 (0 = off), got {o.grad_clip}")
     if not 0 <= o.min_lr_ratio <= 1:
         raise RecipeError("optimizer.min_lr_ratio", f"must be in [0, 1], got {o.min_lr_ratio}")
-    for name in ("update_epochs", "mini_batches", "micro_batch_tokens"):
-        _positive(getattr(o, name), f"optimizer.{name}")
+    for key in ("update_epochs", "mini_batches", "micro_batch_tokens"):
+        _positive(getattr(o, key), f"optimizer.{key}")
     if o.warmup_steps < 0:
         raise RecipeError("optimizer.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
     if o.mini_batches > r.groups_per_step:
@@ -376,11 +380,11 @@ def _check_optimizer(config: TrainConfig) -> None:
 def _check_run_and_eval(config: TrainConfig) -> None:
     """Run length, seeds, checkpoints, evaluation and the mismatch correction."""
     r, run, ev, c = config.rollout, config.run, config.eval, config.correction
-    objective, name = config.objective, objective_name(config.objective)
+    objective, name = config.objective, OBJECTIVE.name_of(config.objective)
     _positive(run.steps, "run.steps")
-    for name in ("checkpoint_every", "seed_start"):
-        if getattr(run, name) < 0:
-            raise RecipeError(f"run.{name}", f"must be >= 0, got {getattr(run, name)}")
+    for key in ("checkpoint_every", "seed_start"):
+        if getattr(run, key) < 0:
+            raise RecipeError(f"run.{key}", f"must be >= 0, got {getattr(run, key)}")
     if not 0 <= run.seed < 2**32:
         raise RecipeError("run.seed", f"must be in 0..{2**32 - 1} (NumPy's seed range), got {run.seed}")
     needed = run.seed_start + run.steps * r.groups_per_step * (1 + r.max_refill_rounds)
@@ -436,13 +440,13 @@ def recipe_reference(markdown: bool = False, width: int = 88) -> str:
 
 def recipe_reference_page() -> str:
     """docs/recipe-reference.md (`tests/trainer/test_config.py` says how to rewrite it)."""
-    return (
-        "# Recipe reference\n\n"
-        "Every key of a training recipe (`examples/recipes/*.yaml`), generated from the dataclasses in\n"
-        "`trainer/config.py` (`turngym train --help` prints the same). A recipe names only what it\n"
-        "changes; overrides on the command line are dotted keys (`rollout.group_size=4`,\n"
-        "`envs.0.kwargs.high=8`, `objective.eps_high=0.28`).\n\n" + recipe_reference(markdown=True)
+    intro = (
+        "Every key of a training recipe (`examples/recipes/*.yaml`), generated from the dataclasses of\n"
+        "`trainer/config.py` and the objectives' in `algos/` (`turngym train --help` prints the same).\n"
+        "A recipe names only what it changes; overrides on the command line are dotted keys\n"
+        "(`rollout.group_size=4`, `envs.0.kwargs.high=8`, `objective.eps_high=0.28`).\n"
     )
+    return f"# Recipe reference\n\n{intro}\n{recipe_reference(markdown=True)}"
 
 
 def check_envs(config: TrainConfig) -> None:

@@ -18,11 +18,10 @@
     the end       a final checkpoint and evaluation; success before/after
 
 Nothing here knows which objective runs. The loop reads what objectives declare:
-`needs_ref_logps` (load a reference model), `zero_advantage_rows_are_inert` (a step whose every
-advantage is 0 has nothing to learn: skip its update) and `initial_state` (what the objective
-carries from step to step, kept in `TrainState.objective` and in checkpoints). The update reads
-`needs_whole_groups` and `zero_advantage_rows_are_inert`; recipe checks read `uses_ratio` and
-`accepts_is_weights`.
+`needs_ref_logps` (load a reference model) and `initial_state` (what the objective carries from
+step to step, kept in `TrainState.objective` and in checkpoints). The update reads
+`zero_advantage_rows_are_inert` (skip rows, or a whole update, whose advantages are all 0) and
+`needs_whole_groups`; the recipe checks read `uses_ratio` and `accepts_is_weights`.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ from turngym.trainer.report import EnvStats
 from turngym.trainer.run import LOG, open_run
 from turngym.trainer.seeds import SeedCursor, mixture_counts, step_rng
 from turngym.trainer.suite import SuiteConfig
-from turngym.trainer.update import Learner, UpdateResult, advance_schedule, make_optimizer, update
+from turngym.trainer.update import Learner, make_optimizer, update
 
 
 @dataclass
@@ -151,7 +150,7 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
     result = TrainResult(run.dir, state.step, evals=_read_evals(run.dir))
     run.display.begin(state.step)
     try:
-        if (config.eval.at_start or config.eval.suite) and 0 not in result.evals:
+        if (config.eval.at_start or config.eval.suite) and state.step == 0 and 0 not in result.evals:
             result.evals[0] = _evaluate(run, 0)
         _run_steps(run, state, result)
         if config.eval.at_end and state.step not in result.evals and not result.interrupted:
@@ -175,8 +174,9 @@ def _run_steps(run: Run, state: TrainState, result: TrainResult) -> None:
             for step in range(state.step + 1, config.run.steps + 1):
                 start = time.perf_counter()
                 metrics = _train_step(run, state, step, interrupts)
-                metrics["time/step"] = time.perf_counter() - start
-                result.train_seconds += metrics["time/step"]
+                seconds = time.perf_counter() - start
+                result.train_seconds += seconds
+                metrics["time/step"] = seconds
                 run.log.write(step, metrics)
                 run.display.step(step, metrics)
                 if _every(config.eval.every, step) and step != config.run.steps:
@@ -208,7 +208,7 @@ def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) 
     # UPDATE and SYNC, together: a Ctrl-C now waits until the weights and the sampler agree again
     with interrupts.deferred():
         run.display.phase("update")
-        result = _update(run, rows)
+        result = update(run.learner, objective, rows, run.config.optimizer, run.config.correction, run.procs)
         start = time.perf_counter()
         if result.changed_weights:
             run.display.phase("weight sync")
@@ -327,7 +327,7 @@ def _report_failures(broken: list[TrajectoryGroup], procs: Processes) -> int:
     return len(failed)
 
 
-# --- advantages and update -----------------------------------------------------------------------
+# --- advantages ----------------------------------------------------------------------------------
 
 
 def _advantages(objective: Objective, selection: Selection) -> tuple[StepRows | None, dict[str, Any]]:
@@ -342,22 +342,6 @@ def _advantages(objective: Objective, selection: Selection) -> tuple[StepRows | 
         "advantage_std": float(values.std()) if values.numel() > 1 else 0.0,
         "advantage_nonzero": float((values != 0).float().mean()) if values.numel() else 0.0,
     }
-
-
-def _update(run: Run, rows: StepRows | None) -> UpdateResult:
-    """The update (update.py), or a skip when there is nothing to learn from."""
-    objective, learner = run.config.objective, run.learner
-    if rows is None:
-        advance_schedule(learner)
-        return UpdateResult.skipped("no usable groups this step")
-    if objective.zero_advantage_rows_are_inert and not bool(rows.advantages[rows.trainable].any()):
-        advance_schedule(learner)
-        LOG.info("update skipped: every advantage is 0")
-        return UpdateResult.skipped("no learning signal (every advantage is 0)")
-    result = update(learner, objective, rows, run.config.optimizer, run.config.correction, run.procs)
-    if result.skip_reason is not None:
-        LOG.warning("update skipped: %s", result.skip_reason)
-    return result
 
 
 def _every(interval: int, step: int) -> bool:

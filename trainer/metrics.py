@@ -72,7 +72,7 @@ class Sums:
     Kinds: `add` sums (token counts, loss shares, mismatch sums), `add_objective_metric` follows
     the objective's naming (`*_loss`: the micro-batch's share of the step's loss, summed;
     `*_min`/`*_max`: extremes; anything else: a mean weighted by trained tokens), `set` records a
-    value every process agrees on (averaged over optimiser steps), `note` a text.
+    value every process agrees on (averaged over optimiser steps).
     """
 
     def __init__(self) -> None:
@@ -80,7 +80,6 @@ class Sums:
         self.weighted: dict[str, list[float]] = {}  # name -> [sum of value x weight, sum of weight]
         self.extremes: dict[str, float] = {}
         self.agreed: dict[str, list[float]] = {}
-        self.notes: dict[str, str] = {}
 
     def add(self, name: str, value: float) -> None:
         """Add to a sum."""
@@ -102,10 +101,6 @@ class Sums:
     def set(self, name: str, value: float) -> None:
         """Record a value that every process agrees on."""
         self.agreed.setdefault(name, []).append(value)
-
-    def note(self, name: str, text: str) -> None:
-        """Record a text (e.g. why an update was skipped)."""
-        self.notes[name] = text
 
     def result(self, procs: Processes | None = None) -> dict[str, Any]:
         """Merge every process's sums and turn them into metrics."""
@@ -133,7 +128,6 @@ class Sums:
         out.update(totals)
         out.update({k: vw / w if w else 0.0 for k, (vw, w) in weighted.items()})
         out.update(extremes)
-        out.update(self.notes)
         return out
 
 

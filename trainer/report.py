@@ -64,7 +64,9 @@ class EnvStats:
     per_seed_success: dict[int, float] = field(repr=False)
 
     def summary(self) -> str:
-        """`37.5% (48/128, 95% CI 29.6-46.1%)`."""
+        """`37.5% (48/128, 95% CI 29.6-46.1%)`, or `n/a (no episode finished)`."""
+        if not self.episodes:
+            return f"n/a (no episode finished, {self.failed} failed)"
         return f"{self.success:.1%} ({self.successes}/{self.episodes}, 95% CI {self.low:.1%}-{self.high:.1%})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +76,8 @@ class EnvStats:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EnvStats:
         """Read `to_dict`'s output (JSON turned the int keys into strings and the tuples into lists)."""
+        if "env_id" in data:  # an eval.jsonl line of a run trained before evaluations became suites
+            data = _from_env_eval(data)
         return cls(
             **{
                 **data,
@@ -82,6 +86,24 @@ class EnvStats:
                 "per_seed_success": {int(k): v for k, v in data["per_seed_success"].items()},
             }
         )
+
+
+def _from_env_eval(old: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an `EnvStats` from an older run's per-env evaluation record (what it did not keep is unknown)."""
+    shared = ("episodes", "successes", "success", "low", "high", "reward", "invalid_rate", "turns", "failed")
+    return {
+        "model": "policy",
+        "env": old["env_id"],
+        "seeds": old["episodes"] + old["failed"],
+        **{k: old[k] for k in shared},
+        "pass_at": old.get("pass_at", {}),
+        "reward_se": math.nan,
+        "components": {},
+        "sampled_tokens": None,
+        "truncation_rate": math.nan,
+        "stop_reasons": {},
+        "per_seed_success": {},
+    }
 
 
 @dataclass

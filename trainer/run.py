@@ -21,7 +21,7 @@ import yaml
 
 from turngym.agent.logs import forward_hidden_warnings
 from turngym.trainer.checkpoint import latest_checkpoint
-from turngym.trainer.config import RecipeError, TrainConfig, dump_recipe, recipe_to_dict
+from turngym.trainer.config import RecipeError, TrainConfig, dump_recipe, load_recipe, recipe_to_dict
 from turngym.trainer.distributed import Processes
 
 LOG = logging.getLogger("turngym.train")
@@ -93,9 +93,18 @@ def _holds_run(path: Path) -> bool:
 
 
 def _check_same_recipe(config: TrainConfig, saved_path: Path) -> None:
+    """Refuse to resume with a recipe that differs from the run's.
+
+    Both are compared as built, so spellings and defaults written out or left out compare equal; a
+    saved recipe this version cannot load is compared as written.
+    """
     if not saved_path.is_file():
         return
-    saved = _flatten(yaml.safe_load(saved_path.read_text()) or {})
+    raw = yaml.safe_load(saved_path.read_text()) or {}
+    try:
+        saved = _flatten(recipe_to_dict(load_recipe(raw)))
+    except RecipeError:
+        saved = _flatten(raw)
     now = _flatten(recipe_to_dict(config))
     changed = sorted(
         k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES)

@@ -152,7 +152,7 @@ class Schema:
             options = ", ".join(choice.options)
             raise RecipeError(key, f"needs `name` (one of {options}), got {describe(raw)}")
         name = raw["name"]
-        if name not in choice.options:
+        if not isinstance(name, str) or name not in choice.options:
             raise RecipeError(
                 join(key, "name"),
                 f"unknown {choice.noun} {name!r}.{suggest(str(name), list(choice.options))} "
@@ -194,6 +194,9 @@ class Schema:
             node = _step_into(node, part, where, key)
             depth += 1
             if self._is_choice(hint) and parts[depth] == PARAMS:
+                if depth == len(parts) - 1:  # `objective.params={eps_high: 0.28}`: merge the fields
+                    node.update(flatten_params({PARAMS: value}, where))
+                    return
                 parts.pop(depth)  # `objective.params.eps_high` is `objective.eps_high`
         last = parts[-1]
         if isinstance(node, list):
@@ -222,26 +225,26 @@ class Schema:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def to_plain(self, value: Any) -> Any:
+    def to_plain(self, value: Any, defaults: bool = True) -> Any:
         """YAML-ready data that `build` reads back.
 
-        Dataclasses become mappings, tuples lists, and a choice `{name, **the fields that differ from
-        their defaults}`.
+        Dataclasses become mappings and tuples lists; a choice becomes `{name, **its fields}`, or with
+        `defaults=False` only the fields that differ from their defaults (what a user would write).
         """
         for base, choice in self.choices.items():
             if isinstance(value, base):
-                changed = {
-                    f.name: self.to_plain(getattr(value, f.name))
+                fields = {
+                    f.name: self.to_plain(getattr(value, f.name), defaults)
                     for f in dataclasses.fields(value)
-                    if f.init and getattr(value, f.name) != _default(f)
+                    if f.init and (defaults or getattr(value, f.name) != _default(f))
                 }
-                return {"name": choice.name_of(value), **changed}
+                return {"name": choice.name_of(value), **fields}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: self.to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {f.name: self.to_plain(getattr(value, f.name), defaults) for f in dataclasses.fields(value)}
         if isinstance(value, Mapping):
-            return {k: self.to_plain(v) for k, v in value.items()}
+            return {k: self.to_plain(v, defaults) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self.to_plain(v) for v in value]
+            return [self.to_plain(v, defaults) for v in value]
         return value
 
     def reference(self, sections: Mapping[str, type], markdown: bool = False, width: int = 88) -> str:
@@ -286,7 +289,7 @@ class Schema:
         docs = self.docs(cls)
         for f in dataclasses.fields(cls):
             if f.init:
-                shown = "null" if _default(f) is None else json_like(self.to_plain(_default(f)))
+                shown = "null" if _default(f) is None else json_like(self.to_plain(_default(f), defaults=False))
                 rows.append((f.name, type_name(hints[f.name]), shown, docs.get(f.name, "")))
         return rows
 
@@ -295,7 +298,7 @@ class Schema:
         shared = {f.name for f in dataclasses.fields(base)}
         lines = [f"Each {choice.noun}'s own {choice.field_noun}s (defaults):", ""]
         for name, cls in choice.options.items():
-            own = [f"{f.name}={json_like(self.to_plain(_default(f)))}" for f in dataclasses.fields(cls)]
+            own = [f"{f.name}={json_like(self.to_plain(_default(f), defaults=False))}" for f in dataclasses.fields(cls)]
             own = [item for item, f in zip(own, dataclasses.fields(cls), strict=True) if f.name not in shared]
             text = ", ".join(own) or "none"
             if markdown:
@@ -334,7 +337,7 @@ def flatten_params(raw: Any, key: str) -> Any:
         return raw if not isinstance(raw, str) else {"name": raw}
     params = raw[PARAMS] or {}
     if not isinstance(params, Mapping):
-        raise RecipeError(join(key, PARAMS), f"must be a mapping of {PARAMS}, got {describe(params)}")
+        raise RecipeError(join(key, PARAMS), f"must be a mapping (name: value), got {describe(params)}")
     flat = {k: v for k, v in raw.items() if k != PARAMS}
     for name, value in params.items():
         if name in flat:

@@ -14,6 +14,7 @@ were taken and, for a skipped one, why. The loop steers on its fields; its metri
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 import time
@@ -30,6 +31,8 @@ from turngym.trainer.config import CorrectionConfig, OptimizerConfig
 from turngym.trainer.correction import importance_weights, mismatch_sums
 from turngym.trainer.distributed import Processes
 from turngym.trainer.metrics import Sums
+
+LOG = logging.getLogger("turngym.train")  # the run's train.log (`turngym.trainer.run`)
 
 
 @dataclass
@@ -129,20 +132,30 @@ def lr_factor(step: int, config: OptimizerConfig, total_steps: int) -> float:
 def update(
     learner: Learner,
     objective: Objective,
-    rows: StepRows,
+    rows: StepRows | None,
     optimizer_config: OptimizerConfig,
     correction: CorrectionConfig,
     procs: Processes,
 ) -> UpdateResult:
     """Train on one rollout batch: `update_epochs` passes of `mini_batches` optimiser steps.
 
+    Nothing is computed when there is nothing to learn from: no rows (no usable groups), or every
+    advantage 0 while the objective says zero-advantage rows are inert. The schedule advances anyway.
+
     Returns:
         What the update did, the same on every process.
     """
+    skip = _nothing_to_learn(objective, rows)
+    if skip is not None:
+        advance_schedule(learner)
+        LOG.info("update skipped: %s", skip)
+        return UpdateResult.skipped(skip)
     start = time.perf_counter()
     sums = Sums()
     parts = _mini_batches(rows, optimizer_config.mini_batches)
-    mine = _plan(rows, parts, objective, optimizer_config, procs, sums)
+    mine, plan_metrics = _plan(rows, parts, objective, optimizer_config, procs)
+    for name, value in plan_metrics.items():
+        sums.set(name, value)
     old = None
     if optimizer_config.update_epochs > 1 or optimizer_config.mini_batches > 1:
         old = _old_logps(learner, rows, mine)
@@ -154,6 +167,8 @@ def update(
             skipped += [reason] if reason is not None else []
     advance_schedule(learner)
     metrics = sums.result(procs)
+    if skipped:
+        LOG.warning("update skipped: %s", skipped[-1])
     return UpdateResult(
         steps=optimizer_config.update_epochs * len(parts),
         skipped_steps=len(skipped),
@@ -164,15 +179,23 @@ def update(
     )
 
 
+def _nothing_to_learn(objective: Objective, rows: StepRows | None) -> str | None:
+    """Why an update would learn nothing (its reason for `UpdateResult.skip_reason`), or None."""
+    if rows is None or len(rows) == 0:
+        return "no usable groups this step"
+    if objective.zero_advantage_rows_are_inert and not bool(rows.advantages[rows.trainable].any()):
+        return "no learning signal (every advantage is 0)"
+    return None
+
+
 def _plan(
     rows: StepRows,
     parts: list[list[int]],
     objective: Objective,
     config: OptimizerConfig,
     procs: Processes,
-    sums: Sums,
-) -> list[list[list[int]]]:
-    """This process's micro-batches (row indices) of each part, with the plan's padding metrics in `sums`."""
+) -> tuple[list[list[list[int]]], dict[str, float]]:
+    """This process's micro-batches (row indices) of each part, and the plan's metrics (padding, skipped rows)."""
     lengths = rows.lengths()
     # Rows whose advantages are all 0 add nothing to the gradient of most objectives: skip their
     # forward/backward (the step-global totals still count them, so the loss is unchanged).
@@ -189,10 +212,12 @@ def _plan(
     ]
     plans = [[[part[i] for i in batch] for batch in plan] for part, plan in zip(active, plans, strict=True)]
     planned = [b for plan in plans for b in plan]
-    sums.set("padding_fraction", padding_fraction(planned, lengths, rows.group_ids.tolist()))
-    sums.set("micro_batches", float(sum(len(plan) for plan in plans)))
-    sums.set("rows_skipped", float(len(rows) - sum(computed)) / max(len(rows), 1))
-    return [deal(plan, lengths, procs.world_size, procs.rank) for plan in plans]
+    metrics = {
+        "padding_fraction": padding_fraction(planned, lengths, rows.group_ids.tolist()),
+        "micro_batches": float(sum(len(plan) for plan in plans)),
+        "rows_skipped": float(len(rows) - sum(computed)) / max(len(rows), 1),
+    }
+    return [deal(plan, lengths, procs.world_size, procs.rank) for plan in plans], metrics
 
 
 def advance_schedule(learner: Learner) -> None:

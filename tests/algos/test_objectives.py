@@ -440,3 +440,22 @@ def test_gvpo_rejects_split_groups() -> None:
         batch.loss_mask[:4], batch.advantages[:4], batch.group_ids[:4], batch.old_logps[:4], group_sizes=sizes[:4]
     )
     assert math.isfinite(GVPO().loss(logps[:4], part, StepTotals.of(part.loss_mask, part.group_ids))[0].item())
+
+
+def test_gfpo_adaptive_k_state_is_passed_in_and_returned_not_kept() -> None:
+    from turngym.algos import GFPOState
+
+    easy = [trajectory([1], length=n) for n in range(1, 9)]
+    hard = [trajectory([0], length=n) for n in range(1, 9)]
+    gfpo = GFPO(adaptive_k=(2, 4, 6, 6))
+    assert gfpo.initial_state() == GFPOState() and GFPO().initial_state() is None  # a fixed k keeps nothing
+    first = gfpo.filter(groups_of(easy, hard), state=gfpo.initial_state())
+    assert first.state == GFPOState([1.0, 0.0])  # the two groups' mean rewards
+    # a hard group after many easy ones is in the lowest quartile: it keeps 6; alone, it would be the median
+    history = GFPOState([1.0] * 9)
+    assert [len(g.trajectories) for g in gfpo.filter(groups_of(hard), state=history).groups] == [6]
+    assert history == GFPOState([1.0] * 9)  # the state passed in is not changed
+    assert gfpo.filter(groups_of(hard), state=history).state == GFPOState([1.0] * 9 + [0.0])
+    assert gfpo == GFPO(adaptive_k=(2, 4, 6, 6))  # filtering left no trace in the objective
+    capped = GFPO(adaptive_k=(2, 4, 6, 6), history_size=3).filter(groups_of(easy, hard), state=GFPOState([5.0] * 3))
+    assert capped.state == GFPOState([5.0, 1.0, 0.0])  # the newest history_size means

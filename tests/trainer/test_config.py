@@ -18,6 +18,7 @@ from turngym.trainer.config import (
     recipe_changes,
     recipe_reference,
     recipe_reference_page,
+    recipe_to_dict,
 )
 
 BASE = {"envs": [{"id": "turngym/GuessNumber-v0"}]}
@@ -71,6 +72,8 @@ def test_gfpo_takes_a_base_objective_and_round_trips() -> None:
         # between overrides, the last one given wins
         ("grpo", ["objective.eps_high=0.3", "objective.params.eps_high=0.25"], GRPO(eps_high=0.25)),
         ("grpo", ["objective.params.eps_high=0.25", "objective.eps_high=0.3"], GRPO(eps_high=0.3)),
+        # the whole nested mapping at once
+        ("grpo", ["objective.params={eps_high: 0.28, eps_low: 0.1}"], GRPO(eps_high=0.28, eps_low=0.1)),
         # the nested spelling in the file itself
         ({"name": "dapo", "params": {"eps_high": 0.3}}, [], DAPO(eps_high=0.3)),
         # a section without a name is the default objective's
@@ -93,13 +96,18 @@ def test_a_hyperparameter_given_twice_in_one_file_is_an_error() -> None:
     assert err.key == "objective.params.eps_high" and "also given as objective.eps_high" in str(err)
 
 
-def test_recipe_yaml_holds_the_objective_name_and_its_non_default_hyperparameters() -> None:
+def test_recipe_yaml_holds_every_hyperparameter_and_the_header_only_the_changed_ones() -> None:
     config = load_recipe(BASE, ["objective.name=gfpo", "objective.k=2", "objective.base.kl_coef=0.05"])
-    assert yaml.safe_load(dump_recipe(config))["objective"] == {
-        "name": "gfpo",
-        "base": {"name": "grpo", "kl_coef": 0.05},
-        "k": 2,
-    }
+    saved = yaml.safe_load(dump_recipe(config))["objective"]
+    assert saved["name"] == "gfpo" and saved["k"] == 2 and saved["metric"] == "length"  # defaults written out too
+    assert saved["base"] == {"name": "grpo", **{k: v for k, v in saved["base"].items() if k != "name"}}
+    assert saved["base"]["kl_coef"] == 0.05 and saved["base"]["eps_high"] == 0.2
+    assert recipe_to_dict(config, defaults=False)["objective"] == {
+        "name": "gfpo", "base": {"name": "grpo", "kl_coef": 0.05}, "k": 2
+    }  # fmt: skip
+    assert recipe_changes(config) == [
+        "objective.name=gfpo", "objective.base.name=grpo", "objective.base.kl_coef=0.05", "objective.k=2"
+    ]  # fmt: skip
 
 
 def test_loading_a_mapping_leaves_it_as_it_was() -> None:
@@ -126,8 +134,12 @@ def test_correction_auto_resolves_per_objective() -> None:
         (["objective.eps_hgh=0.3"], "objective.eps_hgh", "Did you mean 'eps_high'?"),
         (["objective.reward_weights.won=lots"], "objective.reward_weights.won", "must be a number"),
         (["rollout.group_size=1"], "rollout.group_size", "set rollout.group_size=2 or more"),
+        (["objective.name=gvpo", "correction.mode=token_truncate"], "correction.mode", "gvpo's loss is not a weighted"),
         (["objective.name=gvpo", "correction.mode=token_truncate"], "correction.mode", "set correction.mode=none"),
+        (["objective.name=pg", "optimizer.update_epochs=2"], "optimizer.update_epochs", "pg has no importance ratio"),
         (["objective.name=pg", "optimizer.update_epochs=2"], "optimizer.update_epochs", "on-policy only"),
+        (["objective.params=5"], "objective.params", "must be a mapping"),
+        (["objective.name=[grpo]"], "objective.name", "unknown objective"),
         (["envs.3.id=x"], "envs.3", "index '3' is not one of 0..0"),
         (["optimizer.lr=-1"], "optimizer.lr", "must be > 0"),
         (["rollout.max_context_tokens=99999"], "rollout.max_context_tokens", "model.max_model_len"),
@@ -201,3 +213,14 @@ def test_a_resume_compares_the_objective_hyperparameters(tmp_path) -> None:
     with pytest.raises(RecipeError) as caught:
         _check_same_recipe(load_recipe(BASE, ["objective.eps_high=0.3"]), saved)
     assert caught.value.key == "objective.eps_high" and "(0.28 -> 0.3)" in str(caught.value)
+
+
+def test_a_run_saved_with_defaults_written_out_resumes_with_the_same_recipe(tmp_path) -> None:
+    """recipe.yaml of older versions held the objective keys as the user wrote them: compared as built, they match."""
+    from turngym.trainer.run import _check_same_recipe
+
+    saved = tmp_path / "recipe.yaml"
+    raw = yaml.safe_load(dump_recipe(load_recipe(BASE, ["objective.name=dapo"])))
+    raw["objective"] = {"name": "dapo", "eps_high": 0.28, "dynamic_sampling": True}  # defaults, given by hand
+    saved.write_text(yaml.safe_dump(raw))
+    _check_same_recipe(load_recipe(BASE, ["objective.name=dapo"]), saved)

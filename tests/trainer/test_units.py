@@ -153,3 +153,75 @@ def test_wilson_interval_against_published_values() -> None:
     assert wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
     assert wilson_interval(0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
     assert wilson_interval(1, 29) == pytest.approx((0.0061, 0.1718), abs=1e-4)
+
+
+def test_an_objective_state_survives_a_checkpoint_round_trip() -> None:
+    import pytest
+
+    from turngym.algos import GFPO, GRPO, GFPOState
+    from turngym.trainer.checkpoint import load_objective_state, save_objective_state
+
+    gfpo = GFPO(adaptive_k=(2, 4, 6, 6))
+    saved = save_objective_state(GFPOState([0.5, 1.0]))
+    assert saved == {"group_means": [0.5, 1.0]}  # plain data, loadable with torch.load(weights_only=True)
+    assert load_objective_state(gfpo, saved) == GFPOState([0.5, 1.0])
+    assert load_objective_state(gfpo, None) == GFPOState()  # a checkpoint of a stateless step
+    assert save_objective_state(None) is None and load_objective_state(GRPO(), None) is None
+    assert load_objective_state(gfpo, {"_history": [0.5]}) == GFPOState([0.5])  # a checkpoint of an older version
+    with pytest.raises(ValueError, match="does not fit GFPOState"):
+        load_objective_state(gfpo, {"means": [0.5]})
+
+
+def test_eval_episodes_is_a_built_in_suite_of_the_recipe_envs() -> None:
+    from turngym.trainer import load_recipe
+    from turngym.trainer.heldout import training_suite
+    from turngym.trainer.seeds import eval_seeds
+
+    envs = [
+        {"id": "turngym/GuessNumber-v0", "kwargs": {"high": 4}, "max_turns": 3},
+        {"id": "turngym/GuessNumber-v0", "kwargs": {"high": 8}, "system_prompt": "Guess."},
+        {"id": "turngym/Mastermind-v0"},
+    ]
+    recipe = {
+        "envs": envs,
+        "rollout": {"temperature": 0.9, "top_p": 0.95, "max_tokens": 20, "max_context_tokens": 500},
+        "run": {"seed": 7},
+        "eval": {"episodes": 5, "temperature": 0.5},
+    }
+    suite = training_suite(load_recipe(recipe))
+    assert [e.label for e in suite.envs] == [
+        "turngym/GuessNumber-v0#0",
+        "turngym/GuessNumber-v0#1",
+        "turngym/Mastermind-v0",
+    ]
+    assert [(e.kwargs, e.max_turns, e.system_prompt) for e in suite.envs] == [
+        ({"high": 4}, 3, None), ({"high": 8}, None, "Guess."), ({}, None, None)
+    ]  # fmt: skip
+    assert all(
+        suite.seeds_of(e) == eval_seeds(5) and suite.episodes_of(e) == 1 and suite.ks_of(e) == [] for e in suite.envs
+    )
+    s = suite.sampling
+    assert (s.temperature, s.top_p, s.max_tokens, s.seed, suite.max_context_tokens) == (0.5, 0.95, 20, 7, 500)
+    assert training_suite(load_recipe({**recipe, "eval": {"episodes": 5}})).sampling.temperature == 0.9
+
+
+def test_an_older_runs_evaluation_record_reads_as_env_stats() -> None:
+    """eval.jsonl lines written before evaluations became suites still resume (the summary compares them)."""
+    import math
+
+    from turngym.trainer.report import EnvStats
+
+    old = {
+        "env_id": "turngym/GuessNumber-v0", "episodes": 4, "successes": 1, "success": 0.25, "low": 0.05,
+        "high": 0.7, "reward": 0.1, "invalid_rate": 0.5, "turns": 2.5, "failed": 1, "pass_at": {},
+    }  # fmt: skip
+    stats = EnvStats.from_dict(old)
+    assert (stats.env, stats.episodes, stats.successes, stats.seeds, stats.failed) == (
+        "turngym/GuessNumber-v0",
+        4,
+        1,
+        5,
+        1,
+    )
+    assert stats.summary() == "25.0% (1/4, 95% CI 5.0%-70.0%)" and math.isnan(stats.reward_se)
+    assert EnvStats.from_dict(stats.to_dict()) == stats  # the current format round-trips

@@ -101,3 +101,24 @@ def test_an_update_with_one_skipped_optimiser_step_still_changed_the_weights() -
     }
     nothing = UpdateResult.skipped("no usable groups this step")
     assert not nothing.changed_weights and nothing.to_metrics()["skipped_update"] == 1.0
+
+
+def test_nothing_to_learn_skips_the_update_but_advances_the_schedule(tiny_model_dir) -> None:
+    from turngym.algos import GVPO
+
+    learner = learner_for(tiny_model_dir)
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    flat = synthetic_rows()
+    flat.advantages.zero_()  # every group scored alike
+    none = update(learner, GRPO(), None, OptimizerConfig(), CorrectionConfig(mode="none"), Processes())
+    zero = update(learner, GRPO(), flat, OptimizerConfig(), CorrectionConfig(mode="none"), Processes())
+    assert (none.skip_reason, zero.skip_reason) == (
+        "no usable groups this step",
+        "no learning signal (every advantage is 0)",
+    )
+    assert not none.changed_weights and not zero.changed_weights and zero.tokens_trained == 0
+    assert all(torch.equal(before[k], v) for k, v in learner.model.state_dict().items())
+    assert learner.scheduler.last_epoch == 2  # one schedule step per rollout batch, skipped or not
+    # GVPO's zero-advantage rows are not inert (every row's implicit reward enters its group's mean): it trains
+    gvpo = update(learner, GVPO(), flat, OptimizerConfig(), CorrectionConfig(mode="none"), Processes())
+    assert gvpo.skip_reason is None and gvpo.steps == 1 and gvpo.tokens_trained > 0
