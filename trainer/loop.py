@@ -336,7 +336,7 @@ def _advantages(objective: Objective, selection: Selection) -> tuple[StepRows | 
         return None, {}
     advantages = objective.advantages(selection.groups)
     rows = StepRows.of(selection.groups, advantages)
-    values = rows.advantages[rows.trainable]
+    values = rows.advantages[rows.trainable]  # (n,) or (n, K): the trainable rows
     metrics: dict[str, Any] = {f"adv/{k}": v for k, v in advantages.metrics.items()}
     return rows, metrics | {
         "advantage_std": float(values.std()) if values.numel() > 1 else 0.0,
