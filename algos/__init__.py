@@ -4,6 +4,8 @@
 hyperparameters with `filter`, `advantages` and `loss` (see `turngym.algos.objective`).
 """
 
+import difflib
+
 from turngym.algos.dapo import DAPO
 from turngym.algos.dr_grpo import DrGRPO
 from turngym.algos.functional import (
@@ -32,7 +34,24 @@ from turngym.algos.pg import PG
 from turngym.algos.rewards import RewardTable, discounted_returns
 from turngym.algos.rloo import RLOO
 
-OBJECTIVES: dict[str, type[Objective]] = {
+
+class UnknownObjectiveError(KeyError):
+    """A name `OBJECTIVES` does not hold; the message names the closest one and lists them all."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _ByName(dict):
+    """A dict of objectives whose missing keys raise `UnknownObjectiveError` with the closest name."""
+
+    def __missing__(self, name: object) -> type[Objective]:
+        close = difflib.get_close_matches(str(name), list(self), n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownObjectiveError(f"unknown objective {name!r}.{hint} Choose one of: {', '.join(self)}.")
+
+
+OBJECTIVES: dict[str, type[Objective]] = _ByName({
     "pg": PG,
     "rloo": RLOO,
     "grpo": GRPO,
@@ -43,13 +62,13 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "gpg": GPG,
     "gvpo": GVPO,
     "gfpo": GFPO,
-}
+})  # fmt: skip
 
 
 __all__ = [
     "DAPO", "GFPO", "GFPOState", "GPG", "GRPO", "GSPO", "GVPO", "OBJECTIVES", "PG", "RLOO", "Advantages", "DrGRPO",
-    "GSPOToken", "Objective", "PolicyBatch", "RewardTable", "Selection", "StepTotals", "aggregate",
-    "broadcast_to_tokens", "discounted_returns", "dynamic_sampling_keep", "gfpo_select", "gpg_alpha",
+    "GSPOToken", "Objective", "PolicyBatch", "RewardTable", "Selection", "StepTotals", "UnknownObjectiveError",
+    "aggregate", "broadcast_to_tokens", "discounted_returns", "dynamic_sampling_keep", "gfpo_select", "gpg_alpha",
     "group_advantage", "gvpo_loss", "kl_token", "overlong_penalty", "ppo_clip_token_loss", "ratio",
     "reinforce_token_loss", "rloo_advantage",
 ]  # fmt: skip

@@ -16,7 +16,7 @@ Differences from GRPO:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -55,6 +55,15 @@ class DAPO(Objective):
     overlong_factor: float = 1.0
     mask_truncated: bool = False
     dual_clip_c: float | None = None
+
+    def check_components(self, components: Collection[str]) -> None:
+        """`filter_metric` is `reward` or a component of the envs."""
+        if self.filter_metric not in ("reward", *components):
+            raise ValueError(
+                f"filter_metric {self.filter_metric!r} is not 'reward' or a reward component of the envs "
+                f"({', '.join(sorted(components))})"
+            )
+        super().check_components(components)
 
     def filter(self, groups: Sequence[TrajectoryGroup], num_groups: int | None = None, state: Any = None) -> Selection:
         """Keep groups whose `filter_metric` varies (or that have one member); ask for more if short."""

@@ -19,7 +19,8 @@ Differences from GRPO:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -94,6 +95,27 @@ class GFPO(Objective):
     def zero_advantage_rows_are_inert(self) -> bool:
         """As the base objective."""
         return self.base.zero_advantage_rows_are_inert
+
+    def check_group_size(self, group_size: int) -> None:
+        """The retained k must be below the group size, or GFPO keeps every response (it is its base objective)."""
+        smallest = min(self.adaptive_k or (self.k,))  # adaptive k may keep a hard group whole, not every group
+        if smallest >= group_size:
+            what = f"adaptive_k's smallest k ({smallest})" if self.adaptive_k else f"k={self.k}"
+            raise ValueError(
+                f"{what} keeps every response of a group of {group_size} (rollout.group_size), so nothing is "
+                f"filtered; keep fewer than {group_size}, or sample larger groups"
+            )
+        self.base.check_group_size(group_size)
+
+    def check_components(self, components: Collection[str]) -> None:
+        """The metric is `length`, `token_efficiency` or a component; the base checks its own settings."""
+        if self.metric not in ("length", "token_efficiency", *components):
+            close = difflib.get_close_matches(self.metric, [*components, "length", "token_efficiency"], n=1)
+            raise ValueError(
+                f"metric {self.metric!r} is not 'length', 'token_efficiency' or a reward component of the envs "
+                f"({', '.join(sorted(components))}).{f' Did you mean {close[0]!r}?' if close else ''}"
+            )
+        self.base.check_components(components)
 
     def initial_state(self) -> GFPOState | None:
         """The groups seen so far, for adaptive k (None with a fixed k)."""

@@ -17,7 +17,8 @@ pure functions in `turngym.algos.functional`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import difflib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -151,6 +152,24 @@ class Objective:
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         _check_ranges(self)
+
+    # --- checks against the run, before any model loads ------------------------------------
+
+    def check_group_size(self, group_size: int) -> None:
+        """Raise `ValueError` if groups of `group_size` episodes cannot work with these settings."""
+
+    def check_components(self, components: Collection[str]) -> None:
+        """Raise `ValueError` if a setting names a reward component the envs do not have.
+
+        Args:
+            components: every component the recipe's envs report (their union over a mixture).
+        """
+        unknown = sorted(set(self.reward_weights or {}) - set(components))
+        if unknown:
+            raise ValueError(
+                f"reward_weights names {unknown}, which the envs do not report; their components: "
+                f"{', '.join(sorted(components))}.{_closest(unknown[0], components)}"
+            )
 
     @property
     def needs_ref_logps(self) -> bool:
@@ -289,6 +308,11 @@ _RANGES = {
     "kl_coef": (0.0, None, ">= 0"),
     "beta": (0.0, None, "> 0"),
 }
+
+
+def _closest(word: str, options: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _check_ranges(objective: Objective) -> None:

@@ -326,6 +326,10 @@ def _check_rollout(config: TrainConfig) -> None:
             f"{name} needs groups of at least 2 episodes (its advantages are relative to the "
             f"group; with {r.group_size} every advantage is 0); set rollout.group_size=2 or more",
         )
+    try:
+        config.objective.check_group_size(r.group_size)
+    except ValueError as err:
+        raise RecipeError("objective", str(err)) from err
     _positive(r.groups_per_step, "rollout.groups_per_step")
     _positive(r.max_tokens, "rollout.max_tokens")
     if r.temperature <= 0:
@@ -450,8 +454,17 @@ def recipe_reference_page() -> str:
 
 
 def check_envs(config: TrainConfig) -> None:
-    """Make every env of the recipe and of its `eval.suite` once: a bad id or kwarg fails before any model loads."""
-    make_each(config.envs)
+    """Make every env of the recipe and of its `eval.suite` once: a bad id or kwarg fails before any model loads.
+
+    The objective's settings that name reward components (`reward_weights`, GFPO's `metric`, DAPO's
+    `filter_metric`) are checked against the components the envs declare.
+    """
+    components = make_each(config.envs)
+    if components is not None:
+        try:
+            config.objective.check_components(components)
+        except ValueError as err:
+            raise RecipeError("objective", str(err)) from err
     if config.eval.suite is not None:
         try:
             load_suite(config.eval.suite)

@@ -147,16 +147,27 @@ def load_suite(source: str | Path | Mapping[str, Any], check_envs: bool = True) 
     return suite
 
 
-def make_each(envs: Sequence[Any]) -> None:
-    """Make every env entry (`.id`, `.kwargs`) once; a failure is a `RecipeError` naming `envs.<i>`."""
-    from turngym.envs import make
+def make_each(envs: Sequence[Any]) -> set[str] | None:
+    """Make every env entry (`.id`, `.kwargs`) once; a failure is a `RecipeError` naming `envs.<i>`.
 
+    Returns:
+        Every reward component the envs declare (their union), or None when one of them is a plain
+        Gymnasium env, whose components are known only once it reports them.
+    """
+    from turngym.envs import GymnasiumTextEnv, make
+
+    components: set[str] | None = set()
     for i, env in enumerate(envs):
         try:
             instance = make(env.id, **env.kwargs)
         except Exception as err:  # noqa: BLE001 (any failure to build the env is a recipe error)
             raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}") from err
+        if components is not None and not isinstance(instance, GymnasiumTextEnv):
+            components |= set(instance.reward_weights)
+        else:
+            components = None
         instance.close()
+    return components
 
 
 def _validate(suite: SuiteConfig) -> None:  # noqa: C901 (a flat list of checks reads best)

@@ -459,3 +459,13 @@ def test_gfpo_adaptive_k_state_is_passed_in_and_returned_not_kept() -> None:
     assert gfpo == GFPO(adaptive_k=(2, 4, 6, 6))  # filtering left no trace in the objective
     capped = GFPO(adaptive_k=(2, 4, 6, 6), history_size=3).filter(groups_of(easy, hard), state=GFPOState([5.0] * 3))
     assert capped.state == GFPOState([5.0, 1.0, 0.0])  # the newest history_size means
+
+
+def test_an_unknown_objective_name_gets_the_closest_one() -> None:
+    from turngym.algos import OBJECTIVES, UnknownObjectiveError
+
+    with pytest.raises(KeyError) as caught:
+        OBJECTIVES["grpoo"]
+    assert isinstance(caught.value, UnknownObjectiveError)
+    assert str(caught.value).startswith("unknown objective 'grpoo'. Did you mean 'grpo'? Choose one of: pg, rloo,")
+    assert OBJECTIVES.get("grpoo") is None and "grpoo" not in OBJECTIVES  # the dict's other lookups are unchanged

@@ -38,6 +38,8 @@ def in_tmp(tmp_path, monkeypatch):
         (GOOD, ["model.max_model_len=10"], "rollout.max_tokens: 64 leaves no room for a prompt"),
         (GOOD, ["objective.eps_high=-1"], "eps_high must be >= 0, got -1.0"),
         (GOOD, ["objective.dual_clip_c=0.5"], "dual_clip_c must be > 1"),
+        (GOOD, ["objective.name=gfpo", "objective.metric=wonn"], "objective: metric 'wonn' is not 'length'"),
+        (GOOD, ["objective.name=gfpo", "objective.k=8"], "objective: k=8 keeps every response of a group of 8"),
     ],
     ids=[
         "unknown-key",
@@ -54,6 +56,8 @@ def in_tmp(tmp_path, monkeypatch):
         "max-model-len",
         "eps-high",
         "dual-clip",
+        "gfpo-metric-not-a-component",
+        "gfpo-k-not-below-group-size",
     ],  # fmt: skip
 )
 def test_bad_recipes_exit_2_with_one_line_and_write_nothing(in_tmp, recipe, overrides, expected) -> None:

@@ -224,3 +224,42 @@ def test_a_run_saved_with_defaults_written_out_resumes_with_the_same_recipe(tmp_
     raw["objective"] = {"name": "dapo", "eps_high": 0.28, "dynamic_sampling": True}  # defaults, given by hand
     saved.write_text(yaml.safe_dump(raw))
     _check_same_recipe(load_recipe(BASE, ["objective.name=dapo"]), saved)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["objective.name=gfpo", "objective.metric=wonn"], "metric 'wonn' is not 'length', 'token_efficiency' or a"),
+        (["objective.name=gfpo", "objective.metric=wonn"], "(invalid, ruled_out, won). Did you mean 'won'?"),
+        (["objective.reward_weights={wonn: 1}"], "reward_weights names ['wonn'], which the envs do not report"),
+        (["objective.name=dapo", "objective.filter_metric=score"], "filter_metric 'score' is not 'reward'"),
+        (["objective.name=gfpo", "objective.base.reward_weights={wonn: 1}"], "reward_weights names ['wonn']"),
+    ],
+)
+def test_objective_settings_naming_components_are_checked_against_the_envs(overrides, fragment) -> None:
+    """The envs are made when the recipe is checked, so a misspelt component fails before any model loads."""
+    from turngym.trainer.config import check_envs
+
+    config = load_recipe(BASE, overrides)  # valid on its own: the components are the envs'
+    with pytest.raises(RecipeError) as caught:
+        check_envs(config)
+    assert caught.value.key == "objective" and fragment in str(caught.value) and "\n" not in str(caught.value)
+    check_envs(load_recipe(BASE, [o.replace("wonn", "won").replace("score", "won") for o in overrides]))
+
+
+def test_a_plain_gymnasium_env_leaves_component_names_to_the_run() -> None:
+    """Its components are known only once it reports them: nothing to check against before the run."""
+    from pathlib import Path
+
+    from turngym.trainer.config import check_envs
+
+    plain = Path(__file__).parents[1] / "envs" / "plain_env.py"
+    check_envs(load_recipe({"envs": [f"{plain}:VowelGame"]}, ["objective.name=gfpo", "objective.metric=anything"]))
+
+
+def test_gfpo_must_keep_fewer_than_the_group_size() -> None:
+    for overrides in (["objective.k=8"], ["objective.k=9"], ["objective.adaptive_k=[8, 8, 8, 8]"]):
+        err = error(["objective.name=gfpo", *overrides])  # rollout.group_size is 8
+        assert err.key == "objective" and "keeps every response of a group of 8" in str(err)
+    load_recipe(BASE, ["objective.name=gfpo", "objective.k=7"])
+    load_recipe(BASE, ["objective.name=gfpo", "objective.adaptive_k=[4, 6, 8, 8]"])  # hard groups kept whole
