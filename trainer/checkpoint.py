@@ -5,11 +5,13 @@ its chat template (so `transformers`, vLLM and `VLLMGenerator` load it as a mode
 
     trainer_state.pt      optimizer, scheduler, step, seed cursor, objective state (GFPO's
                           adaptive-k history), and every process's RNG states
-    turngym_checkpoint.json   written last: a directory without it is incomplete and never loaded
+    turngym_checkpoint.json   written last, with the size of every other file: a directory without
+                          it is incomplete and never loaded
 
 A checkpoint is written into a hidden temporary directory and renamed into place only when
-complete, so a crash (even SIGKILL) mid-save never leaves a checkpoint that looks usable. Only the
-newest `keep` checkpoints are kept.
+complete, so a crash (even SIGKILL) mid-save never leaves a checkpoint that looks usable. A
+checkpoint damaged later (a file deleted or cut short) is found by `checkpoint_problem` and skipped:
+`latest_checkpoint` returns the newest one that is whole. Only the newest `keep` checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ import random
 import shutil
 import tempfile
 import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 MARKER = "turngym_checkpoint.json"
 STATE_FILE = "trainer_state.pt"
@@ -47,10 +52,44 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    found = complete_checkpoints(run_dir)
-    return found[-1] if found else None
+def latest_checkpoint(run_dir: Path, on_skip: Callable[[Path, str], None] | None = None) -> Path | None:
+    """The newest complete checkpoint whose files are all there and readable, or None.
+
+    Args:
+        run_dir: the run directory.
+        on_skip: called as `on_skip(checkpoint, problem)` for each newer checkpoint passed over.
+    """
+    for checkpoint in reversed(complete_checkpoints(run_dir)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        if on_skip is not None:
+            on_skip(checkpoint, problem)
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be loaded (a file missing, cut short or unreadable), or None when it is whole."""
+    try:
+        marker = json.loads((checkpoint / MARKER).read_text())
+    except (OSError, ValueError):
+        return f"{MARKER} is missing or unreadable (the save did not finish)"
+    sizes = marker.get("files") or dict.fromkeys(("config.json", "model.safetensors", STATE_FILE))  # format 1
+    for name, size in sizes.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if size is not None and path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    if not zipfile.is_zipfile(checkpoint / STATE_FILE):
+        return f"{STATE_FILE} is not a readable torch file"
+    for weights in checkpoint.glob("*.safetensors"):
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                handle.keys()
+        except Exception:  # noqa: BLE001 (safetensors raises its own error types for a damaged header)
+            return f"{weights.name} is not a readable safetensors file"
+    return None
 
 
 def rng_state() -> dict[str, Any]:
@@ -121,7 +160,10 @@ def save_checkpoint(
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         torch.save(state, tmp / STATE_FILE)
-        marker = {"format": FORMAT, "step": step, "time": time.time(), "parameter_digests": digests or []}
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        marker = {
+            "format": FORMAT, "step": step, "time": time.time(), "parameter_digests": digests or [], "files": files
+        }  # fmt: skip
         (tmp / MARKER).write_text(json.dumps(marker, indent=2))
         _fsync_dir(tmp)
         if final.exists():

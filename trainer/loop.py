@@ -363,6 +363,8 @@ def _start(config: TrainConfig, procs: Processes, generator: Any) -> tuple[Run, 
     display.print(f"[dim]not default: {escape(' '.join(recipe_changes(config)) or 'nothing')}[/dim]")
     learner, tokenizer, state = _build_learner(config, run_dir.checkpoint, procs)
     generator = generator or _build_generator(config, procs)
+    for line in run_dir.skipped:
+        display.print(f"[yellow]{escape(line)}[/yellow]")
     if run_dir.checkpoint is not None:
         generator.load_weights(learner.model.named_parameters())  # sample from the resumed weights
         display.print(f"resumed from {run_dir.checkpoint} (step {state.step})")

@@ -14,7 +14,7 @@ runs/<name>/
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -32,10 +32,17 @@ RESUMABLE_CHANGES = ("run.steps", "run.resume", "run.progress", "run.tensorboard
 
 @dataclass
 class RunDir:
-    """The run directory and the checkpoint to resume from (None for a fresh run)."""
+    """The run directory, the checkpoint to resume from (None for a fresh run), and newer ones passed over.
+
+    Attributes:
+        path: the run directory.
+        checkpoint: the newest whole checkpoint when resuming, else None.
+        skipped: one line per newer checkpoint that is damaged (`checkpoint_problem`), newest first.
+    """
 
     path: Path
     checkpoint: Path | None
+    skipped: list[str] = field(default_factory=list)
 
 
 def open_run(config: TrainConfig, procs: Processes) -> RunDir:
@@ -44,38 +51,46 @@ def open_run(config: TrainConfig, procs: Processes) -> RunDir:
     A fresh run never writes into a directory that holds another run: `runs/<name>` becomes
     `runs/<name>-2`, `-3`, ... (an explicit `run.dir` that holds a run is an error instead).
     """
-    decision: tuple[str, str | None] | RecipeError | None = None
+    decision: RunDir | RecipeError | None = None
     if procs.is_main:
         try:
-            path, checkpoint = _choose(config)
-            decision = (str(path), str(checkpoint) if checkpoint else None)
+            decision = _choose(config)
         except RecipeError as err:
             decision = err
     decision = procs.gather(decision)[0]
     if isinstance(decision, RecipeError):
         raise decision
-    path, checkpoint = Path(decision[0]), Path(decision[1]) if decision[1] else None
+    path, checkpoint = decision.path, decision.checkpoint
     if procs.is_main:
         path.mkdir(parents=True, exist_ok=True)
         if checkpoint is not None:
             _check_same_recipe(config, path / "recipe.yaml")
         (path / "recipe.yaml").write_text(dump_recipe(config))
         _log_to(path / "train.log")
+        for line in decision.skipped:
+            LOG.warning("%s", line)
     procs.barrier()
-    return RunDir(path, checkpoint)
+    return decision
 
 
-def _choose(config: TrainConfig) -> tuple[Path, Path | None]:
+def _choose(config: TrainConfig) -> RunDir:
     base = config.run_dir
     if config.run.resume == "auto":
-        checkpoint = latest_checkpoint(base) if base.is_dir() else None
+        skipped: list[str] = []
+
+        def note(checkpoint: Path, problem: str) -> None:
+            skipped.append(f"skipped checkpoint {checkpoint}: {problem}")
+
+        checkpoint = latest_checkpoint(base, note) if base.is_dir() else None
         if checkpoint is None and _holds_run(base):
+            broken = f" ({'; '.join(skipped)})" if skipped else ""
             raise RecipeError(
-                "run.resume", f"{base} has no complete checkpoint to resume from; start a new run without --resume"
+                "run.resume",
+                f"{base} has no complete checkpoint to resume from{broken}; start a new run without --resume",
             )
-        return base, checkpoint
+        return RunDir(base, checkpoint, skipped)
     if not _holds_run(base):
-        return base, None
+        return RunDir(base, None)
     if config.run.dir is not None:
         raise RecipeError(
             "run.dir", f"{base} already holds a run; pass --resume to continue it, or choose another run.dir"
@@ -83,7 +98,7 @@ def _choose(config: TrainConfig) -> tuple[Path, Path | None]:
     n = 2
     while _holds_run(base.with_name(f"{base.name}-{n}")):
         n += 1
-    return base.with_name(f"{base.name}-{n}"), None
+    return RunDir(base.with_name(f"{base.name}-{n}"), None)
 
 
 def _holds_run(path: Path) -> bool:

@@ -95,3 +95,58 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny_model_dir, tmp_path) -> No
     last = max(learning_metrics(run_dir))
     assert checkpoint.name == f"step-{last:06d}" and last < 6
     assert "checkpoint saved. Continue with --resume" in output
+
+
+def test_a_damaged_checkpoint_is_found_and_passed_over(tiny_model_dir, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from turngym.trainer.checkpoint import STATE_FILE, checkpoint_problem, latest_checkpoint, save_checkpoint
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, step, model, tokenizer, {"step": step}, keep=4)
+    one, two, three, four = (tmp_path / "checkpoints" / f"step-{s:06d}" for s in (1, 2, 3, 4))
+    assert [checkpoint_problem(c) for c in (one, two, three, four)] == [None] * 4
+    (four / STATE_FILE).unlink()
+    size = (three / STATE_FILE).stat().st_size
+    with open(three / STATE_FILE, "r+b") as state:
+        state.truncate(size // 2)
+    (two / "model.safetensors").write_bytes(b"\0" * (two / "model.safetensors").stat().st_size)  # same size
+    assert checkpoint_problem(four) == "trainer_state.pt is missing"
+    assert checkpoint_problem(three) == f"trainer_state.pt has {size // 2} bytes, {size} were written"
+    assert checkpoint_problem(two) == "model.safetensors is not a readable safetensors file"
+    skipped = []
+    assert latest_checkpoint(tmp_path, lambda c, problem: skipped.append(c.name)) == one
+    assert skipped == ["step-000004", "step-000003", "step-000002"]
+
+
+def test_resume_passes_over_a_damaged_newest_checkpoint(engine, tiny_model_dir, tmp_path) -> None:
+    """The CLI as a user runs it: the newest checkpoint lost its trainer state; the one before is used."""
+    from typer.testing import CliRunner
+
+    from turngym.cli import app
+    from turngym.trainer import load_recipe, train
+
+    plain = REPO / "tests" / "envs" / "plain_env.py"
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", envs=[{"id": f"{plain}:VowelGame", "max_turns": 2}])
+    recipe["run"] |= {"steps": 2, "checkpoint_every": 1}
+    train(load_recipe(recipe), generator=engine)
+    (tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.pt").unlink()
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "TURNGYM_"))}
+    command = [sys.executable, "-m", "turngym", "train", str(tmp_path / "recipe.yaml"), "run.steps=3", "--resume"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**env, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = tmp_path / "run" / "checkpoints" / "step-000001"
+    assert f"skipped checkpoint {first.parent}/step-000002: trainer_state.pt is missing" in done.stdout
+    assert f"resumed from {first} (step 1)" in done.stdout
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]  # step 2 trained again
+    assert "skipped checkpoint" in (tmp_path / "run" / "train.log").read_text()
+    # with no whole checkpoint left: one line, exit 2, before any model loads
+    for checkpoint in complete_checkpoints(tmp_path / "run"):
+        (checkpoint / "trainer_state.pt").unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "recipe.yaml"), "run.steps=4", "--resume"])
+    assert result.exit_code == 2
+    [line] = [line for line in result.output.splitlines() if line.strip()]
+    assert "has no complete checkpoint to resume from (skipped checkpoint" in line and "is missing" in line
