@@ -88,7 +88,8 @@ def resolve_model(name_or_path: str, *, progress: bool = True) -> str:
         A local directory path, or `name_or_path` unchanged for pass-through names.
 
     Raises:
-        ModelNotFoundError: the name looks like a filesystem path that does not exist, is neither an
+        ModelNotFoundError: the name looks like a filesystem path that does not exist, is a
+            directory without a model's `config.json` (a turngym run directory, say), is neither an
             alias nor a hub id (the message suggests the closest alias), or the package that
             carries an embedded model is not installed.
     """
@@ -96,6 +97,7 @@ def resolve_model(name_or_path: str, *, progress: bool = True) -> str:
         return str(prepare_model(name_or_path, progress=progress))
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        _check_model_dir(path, name_or_path)
         return str(path)
     if name_or_path.startswith(("/", "./", "../", "~")) or path.exists():
         raise ModelNotFoundError(
@@ -111,6 +113,20 @@ def resolve_model(name_or_path: str, *, progress: bool = True) -> str:
         f"unknown model {name_or_path!r}. {hint}Give an alias ({', '.join(MODEL_ALIASES)}), "
         "a local model directory, or a hub id such as org/name."
     )
+
+
+def _check_model_dir(path: Path, name: str) -> None:
+    """A model directory has the `config.json` transformers and vLLM read first; say what the directory is instead."""
+    if (path / "config.json").is_file():
+        return
+    if (path / "checkpoints").is_dir() or (path / "recipe.yaml").is_file():
+        what = "a turngym run directory: name one of its checkpoints (checkpoints/step-NNNNNN)"
+    elif (path / "adapter_config.json").is_file():
+        what = "a LoRA adapter without its base model, which turngym does not load yet"
+    else:
+        what = "not a model directory: it has no config.json"
+    raise ModelNotFoundError(f"model {name!r} is {what}. Give a Hugging Face model directory or one of the "
+                             f"aliases: {', '.join(MODEL_ALIASES)}.")  # fmt: skip
 
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # org/name: only such names are passed to transformers/vLLM as hub ids

@@ -4,8 +4,10 @@ Each model plays every env of the suite on the same seeds. Finished groups (all 
 seed) are appended to `<out>/episodes.jsonl` as they finish, one JSON line each:
 `{"model": label, "env": env label, "seed": s, "group": TrajectoryGroup}`. Running the same command
 into the same directory reads that file first and plays only what is missing, so a run killed
-mid-way loses at most the chunk of seeds in flight. `<out>/run.json` records the suite and the
-models; a directory that holds another suite's results is refused, not mixed.
+mid-way loses at most the chunk of seeds in flight. `<out>/run.json` records the suite and each
+model once it has played every seed (a model that fails to load is not recorded); a directory
+that holds another suite's results is refused, not mixed. A report shows the command's models
+first (the first is the baseline of the comparisons), then earlier commands' models.
 
 Models: an alias (`smollm2-135m`), a local model directory, a training checkpoint
 (`runs/demo/checkpoints/step-000024`) or a run directory (its newest checkpoint), each played by
@@ -65,12 +67,12 @@ def parse_model(spec: str) -> EvalModel:
         host = url.split("://", 1)[1].split("/", 1)[0]
         return EvalModel(spec, f"{model}@{host}", endpoint_model=model, base_url=url)
     path = Path(spec)
-    if (path / "checkpoints").is_dir():  # a run directory: its newest complete checkpoint
+    if (path / "checkpoints").is_dir() or (path / "recipe.yaml").is_file():  # a run: its newest whole checkpoint
         from turngym.trainer.checkpoint import latest_checkpoint
 
         checkpoint = latest_checkpoint(path)
         if checkpoint is None:
-            raise ValueError(f"{spec!r} is a run directory without a complete checkpoint")
+            raise ValueError(f"{spec!r} is a run directory without a complete checkpoint yet")
         return EvalModel(spec, f"{path.name}/{checkpoint.name}", path=str(checkpoint))
     from turngym.agent.models import resolve_model
 
@@ -104,7 +106,7 @@ def run_suite(
         progress: called with a line of text as each chunk finishes.
     """
     out.mkdir(parents=True, exist_ok=True)
-    _check_or_write_run_info(out, suite, models)
+    _check_run_info(out, suite, models)
     path = out / EPISODES
     done = {(r["model"], r["env"], r["seed"]) for r in read_records(path)}
     for model in models:
@@ -112,20 +114,20 @@ def run_suite(
             (env, [s for s in suite.seeds_of(env) if (model.label, env.label, s) not in done]) for env in suite.envs
         ]
         todo = [(env, seeds) for env, seeds in todo if seeds]
-        if not todo:
-            continue
-        generator = open_generator(model)
-        try:
-            for env, seeds in todo:
-                for start in range(0, len(seeds), chunk_seeds):
-                    groups = play(generator, suite, env, seeds[start : start + chunk_seeds])
-                    _append(path, model.label, env.label, groups)
-                    if progress is not None:
-                        finished = min(start + chunk_seeds, len(seeds))
-                        progress(f"{model.label} | {env.label}: {finished}/{len(seeds)} seeds played")
-        finally:
-            del generator
-            gc.collect()  # an in-process engine frees its memory before the next model's starts
+        if todo:
+            generator = open_generator(model)  # a model that fails to load is never recorded
+            try:
+                for env, seeds in todo:
+                    for start in range(0, len(seeds), chunk_seeds):
+                        groups = play(generator, suite, env, seeds[start : start + chunk_seeds])
+                        _append(path, model.label, env.label, groups)
+                        if progress is not None:
+                            finished = min(start + chunk_seeds, len(seeds))
+                            progress(f"{model.label} | {env.label}: {finished}/{len(seeds)} seeds played")
+            finally:
+                del generator
+                gc.collect()  # an in-process engine frees its memory before the next model's starts
+        _record_model(out, model)
     return path
 
 
@@ -171,23 +173,46 @@ def _append(path: Path, model: str, env: str, groups: Sequence[TrajectoryGroup])
         out.flush()
 
 
-def _check_or_write_run_info(out: Path, suite: SuiteConfig, models: Sequence[EvalModel]) -> None:
+def _check_run_info(out: Path, suite: SuiteConfig, models: Sequence[EvalModel]) -> None:
+    """Refuse a directory of another suite, or a label that meant another model; record the suite if new."""
     path = out / RUN_INFO
-    info = {"suite": suite.to_dict(), "models": [asdict(m) for m in models]}
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved.get("suite") != info["suite"]:
-            raise ValueError(
-                f"{out} holds results of a different suite ({saved.get('suite', {}).get('name')!r} with other "
-                "settings); pass another --out, or delete it to start again"
-            )
-        known = {m["label"]: m for m in saved.get("models", [])}
-        for model in models:  # a new model joins the comparison; a label must keep meaning the same model
-            if model.label in known and known[model.label] != asdict(model):
-                raise ValueError(f"{out}: model label {model.label!r} meant {known[model.label]['spec']!r} before")
-            known[model.label] = asdict(model)
-        info["models"] = list(known.values())
-    path.write_text(json.dumps(info, indent=1) + "\n")
+    if not path.is_file():
+        path.write_text(json.dumps({"suite": suite.to_dict(), "models": []}, indent=1) + "\n")
+        return
+    saved = json.loads(path.read_text())
+    if saved.get("suite") != suite.to_dict():
+        raise ValueError(
+            f"{out} holds results of a different suite ({saved.get('suite', {}).get('name')!r} with other "
+            "settings); pass another --out, or delete it to start again"
+        )
+    known = {m["label"]: m for m in saved.get("models", [])}
+    for model in models:  # a label must keep meaning the same model
+        if model.label in known and known[model.label] != asdict(model):
+            raise ValueError(f"{out}: model label {model.label!r} meant {known[model.label]['spec']!r} before")
+
+
+def _record_model(out: Path, model: EvalModel) -> None:
+    """Add a model to run.json once it has played every seed (later commands may compare against it)."""
+    path = out / RUN_INFO
+    info = json.loads(path.read_text())
+    if all(m["label"] != model.label for m in info["models"]):
+        info["models"].append(asdict(model))
+        path.write_text(json.dumps(info, indent=1) + "\n")
+
+
+def report_models(out: Path, current: Sequence[EvalModel], warn: Callable[[str], None] | None = None) -> list[str]:
+    """The models a report shows, baseline first: this command's, then earlier commands' with results.
+
+    A model run.json lists that has no episodes (a directory written by an older version) is left
+    out, with a warning.
+    """
+    recorded = [m["label"] for m in json.loads((out / RUN_INFO).read_text())["models"]]
+    with_results = {r["model"] for r in read_records(out / EPISODES)}
+    order = [m.label for m in current] + [label for label in recorded if label not in {m.label for m in current}]
+    for label in order:
+        if label not in with_results and warn is not None:
+            warn(f"{label} is listed in {out / RUN_INFO} but has no results there; it is left out of the report")
+    return [label for label in order if label in with_results]
 
 
 def evaluate(
@@ -218,8 +243,9 @@ def evaluate(
         progress: called with a line of text as each chunk finishes and as engines start.
 
     Returns:
-        The `turngym.trainer.report.Report` of every model `out` has seen (also written there:
-        report.md, report.json, plots).
+        The `turngym.trainer.report.Report` of this command's models (the first is the baseline of
+        the comparisons) and of earlier commands' into `out` (also written there: report.md,
+        report.json, plots).
     """
     from turngym.trainer.report import summarize, write_report
     from turngym.trainer.suite import load_suite
@@ -240,7 +266,7 @@ def evaluate(
         return VLLMGenerator(model.path, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
 
     path = run_suite(suite, parsed, out, open_generator=open_generator, chunk_seeds=chunk_seeds, progress=progress)
-    known = [m["label"] for m in json.loads((out / RUN_INFO).read_text())["models"]]  # earlier runs' models too
-    report = summarize(read_records(path), suite.to_dict(), known)
+    models = report_models(out, parsed, progress)  # this command's first (the baseline), then earlier ones
+    report = summarize(read_records(path), suite.to_dict(), models)
     write_report(report, out)
     return report

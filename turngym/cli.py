@@ -308,9 +308,13 @@ def eval_suite(
 
     try:
         suite = load_suite(suite_path)
-        models = [parse_model(m) for m in model]
     except (RecipeError, ValueError, OSError) as err:
         err_console.print(f"[red]suite error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    try:
+        models = [parse_model(m) for m in model]  # every model is checked before any engine starts
+    except (ValueError, OSError) as err:
+        err_console.print(f"[red]model error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):

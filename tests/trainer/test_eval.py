@@ -228,3 +228,69 @@ def test_the_python_api_evaluate_writes_the_same_report(vllm_tiny, tiny_model_di
     report = evaluate(suite, [str(tiny_model_dir)], tmp_path)
     assert report.stats[(Path(tiny_model_dir).name, "vowels")].episodes == 4
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: (d / "weights.bin").write_bytes(b"x"), "is not a model directory: it has no config.json"),
+        (lambda d: (d / "recipe.yaml").write_text("name: r\n"), "is a run directory without a complete checkpoint"),
+        (lambda d: (d / "checkpoints").mkdir(), "is a run directory without a complete checkpoint"),
+    ],
+    ids=["not-a-model", "run-before-its-first-checkpoint", "run-with-an-empty-checkpoints-folder"],
+)
+def test_cli_eval_refuses_a_directory_that_is_not_a_model_before_any_engine(tmp_path, make, expected) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(tiny_suite(envs=[{"id": PLAIN, "name": "vowels"}])))
+    model = tmp_path / "model"
+    model.mkdir()
+    make(model)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "turngym", "eval", str(suite), "-m", "smollm2-135m", "-m", str(model),
+               "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("model error: ") and expected in line
+    assert not out.exists() and done.stdout == ""  # nothing run, nothing written
+
+
+def test_resolve_model_refuses_a_directory_without_config_json(tmp_path) -> None:
+    from turngym.agent.models import ModelNotFoundError, resolve_model
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match="a LoRA adapter without its base model"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_model(str(tmp_path)) == str(tmp_path)
+
+
+def test_a_model_that_fails_to_load_is_not_remembered_and_the_first_model_is_the_baseline(vllm_tiny, tmp_path):
+    from turngym.trainer.eval_run import report_models
+
+    suite = load_suite(tiny_suite(num_seeds=2, envs=[{"id": PLAIN, "name": "vowels", "max_turns": 2}]))
+    bogus, a, b = (EvalModel(name, name, path=f"/models/{name}") for name in ("bogus", "a", "b"))
+
+    def open_generator(model: EvalModel):
+        if model is bogus:
+            raise RuntimeError("the engine could not load /models/bogus")
+        return vllm_tiny
+
+    with pytest.raises(RuntimeError):
+        run_suite(suite, [bogus], tmp_path, open_generator=open_generator)
+    assert json.loads((tmp_path / "run.json").read_text())["models"] == []  # the suite only
+    run_suite(suite, [a, b], tmp_path, open_generator=open_generator)
+    assert [m["label"] for m in json.loads((tmp_path / "run.json").read_text())["models"]] == ["a", "b"]
+    assert report_models(tmp_path, [a, b]) == ["a", "b"]
+    report = summarize(read_records(tmp_path / "episodes.jsonl"), suite.to_dict(), report_models(tmp_path, [a, b]))
+    assert list(report.comparisons) == [("b", "vowels")]  # b against the baseline a
+    assert report_models(tmp_path, [b]) == ["b", "a"]  # a later command's first model is its baseline
+    info = json.loads((tmp_path / "run.json").read_text())  # a directory an older version wrote
+    info["models"].append({"spec": "/models/bogus", "label": "bogus", "path": "/models/bogus",
+                           "endpoint_model": None, "base_url": None})  # fmt: skip
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    warnings = []
+    assert report_models(tmp_path, [a], warnings.append) == ["a", "b"]
+    assert warnings == [
+        f"bogus is listed in {tmp_path / 'run.json'} but has no results there; it is left out of the report"
+    ]
