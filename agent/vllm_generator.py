@@ -7,9 +7,11 @@ without it (e.g. with `HFGenerator` on a machine where vLLM is not installed).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from turngym.agent.generator import Completion, SamplingParams, cut_at_stop
@@ -85,6 +87,8 @@ class VLLMGenerator:
         self.max_model_len: int = model_config.max_model_len
         self.dtype = model_config.dtype
         self.tied_embeddings = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
+        # What `load_weights` may be given: the checkpoint's tensor names and shapes (None for a hub id).
+        self.expected_shapes = _checkpoint_shapes(self.model_path, self.tied_embeddings)
         # Layers without loadable weights (rotary caches) are reported on every reload; expected.
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_ROTARY_RELOAD_FILTER)
 
@@ -128,9 +132,16 @@ class VLLMGenerator:
         With tied embeddings, `model.named_parameters()` lists the shared tensor once, as
         `model.embed_tokens.weight`; vLLM's reload would then keep the old LM head, so the head is
         sent under its own name too.
+
+        Raises:
+            ValueError: a name the model does not have, a shape other than the checkpoint's, or a
+                tensor that is not floating point (one line naming it). Nothing reaches the engine
+                then: it keeps its weights and stays usable.
         """
+        named = list(named_tensors)  # (name, tensor) references: checked in full before anything is sent
+        _check_weights(named, self.expected_shapes)
         self._ensure_distributed_state()
-        weights = _detached(named_tensors, self.dtype)  # cast here: the engine keeps only its dtype
+        weights = _detached(named, self.dtype)  # cast here: the engine keeps only its dtype
         if self.tied_embeddings:
             weights = _with_tied_head(weights)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
@@ -196,6 +207,43 @@ def _init_worker_distributed_state(worker: Any) -> None:
             worker.local_rank,
             current_platform.dist_backend,
         )
+
+
+def _checkpoint_shapes(model_path: str, tied_embeddings: bool) -> dict[str, tuple[int, ...]] | None:
+    """Name -> shape of every tensor in a local model directory's safetensors files (their headers only)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model_path).glob("*.safetensors"))
+    if not files:
+        return None  # a hub id, or weights in another format: the engine checks them itself
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shapes[name] = tuple(handle.get_slice(name).get_shape())
+    if tied_embeddings and EMBEDDING_NAME in shapes:
+        shapes.setdefault(HEAD_NAME, shapes[EMBEDDING_NAME])  # state_dict() lists the shared head too
+    return shapes
+
+
+def _check_weights(named: list[tuple[str, torch.Tensor]], expected: dict[str, tuple[int, ...]] | None) -> None:
+    """One-line errors for tensors the engine cannot take (see `VLLMGenerator.load_weights`)."""
+    import torch
+
+    for name, tensor in named:
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ValueError(f"load_weights: {name} is {kind}, not a floating-point tensor")
+        if expected is None:
+            continue
+        if name not in expected:
+            close = difflib.get_close_matches(name, list(expected), n=1, cutoff=0.8)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ValueError(f"load_weights: the engine's model has no parameter {name}.{hint}")
+        if tuple(tensor.shape) != expected[name]:
+            raise ValueError(
+                f"load_weights: {name} has shape {tuple(tensor.shape)}, the engine expects {expected[name]}"
+            )
 
 
 def _detached(

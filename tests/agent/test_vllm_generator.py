@@ -205,3 +205,29 @@ def test_hf_and_vllm_agree_on_the_default_model(smollm2_dir: Path) -> None:
     from_vllm, from_hf = vllm_gen.generate(prompts, greedy), hf.generate(prompts, greedy)
     assert [c.token_ids for c in from_vllm] == [c.token_ids for c in from_hf]
     assert "12" in from_vllm[0].text and "Paris" in from_vllm[1].text
+
+
+def test_a_refused_weight_load_names_the_tensor_and_leaves_the_engine_usable(vllm_tiny, prompts, hf_tiny) -> None:
+    """Wrong shapes, names or dtypes are refused before vLLM sees them: generate and a valid reload still work."""
+    sampling = SamplingParams(temperature=1.0, max_tokens=12, seed=6)
+    before = vllm_tiny.generate(prompts, sampling)
+    weights = dict(hf_tiny.state_dict())
+    name = "model.layers.0.mlp.down_proj.weight"
+    rows, cols = weights[name].shape
+    bad = {
+        "transposed": ({**weights, name: weights[name].T}, f"load_weights: {name} has shape ({cols}, {rows}), "
+                                                            f"the engine expects ({rows}, {cols})"),
+        "1-D": ({**weights, name: weights[name].flatten()}, f"load_weights: {name} has shape ({rows * cols},)"),
+        "unknown name": ({f"{name}s": weights[name]},
+                         f"load_weights: the engine's model has no parameter {name}s. Did you mean {name}?"),
+        "integer": ({name: weights[name].to(torch.int32)}, f"load_weights: {name} is torch.int32, not a floating"),
+    }  # fmt: skip
+    for case, (given, message) in bad.items():
+        with pytest.raises(ValueError) as caught:
+            vllm_tiny.load_weights(given.items())
+        assert str(caught.value).startswith(message), case
+        assert "\n" not in str(caught.value)
+        after = vllm_tiny.generate(prompts, sampling)  # the engine still serves, with the same weights
+        assert [c.token_ids for c in after] == [c.token_ids for c in before], case
+    vllm_tiny.load_weights(weights.items())  # and a valid load still goes through
+    assert [c.token_ids for c in vllm_tiny.generate(prompts, sampling)] == [c.token_ids for c in before]
