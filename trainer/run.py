@@ -88,6 +88,13 @@ def _choose(config: TrainConfig) -> RunDir:
                 "run.resume",
                 f"{base} has no complete checkpoint to resume from{broken}; start a new run without --resume",
             )
+        done = int(checkpoint.name.removeprefix("step-")) if checkpoint is not None else 0
+        if done >= config.run.steps:
+            raise RecipeError(
+                "run.steps",
+                f"{base} is already at step {done} (run.steps={config.run.steps}); raise run.steps to train on, "
+                f"e.g. run.steps={done + config.run.steps}",
+            )
         return RunDir(base, checkpoint, skipped)
     if not _holds_run(base):
         return RunDir(base, None)

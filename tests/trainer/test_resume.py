@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.trainer.support import tiny_recipe
+from turngym.trainer import load_recipe
 from turngym.trainer.checkpoint import MARKER, complete_checkpoints
 from turngym.trainer.metrics import read_metrics
 
@@ -150,3 +151,30 @@ def test_resume_passes_over_a_damaged_newest_checkpoint(engine, tiny_model_dir, 
     assert result.exit_code == 2
     [line] = [line for line in result.output.splitlines() if line.strip()]
     assert "has no complete checkpoint to resume from (skipped checkpoint" in line and "is missing" in line
+
+
+def test_resuming_a_finished_run_says_so_without_loading_a_model(tiny_model_dir, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from typer.testing import CliRunner
+
+    from turngym.cli import app
+    from turngym.trainer.checkpoint import save_checkpoint
+    from turngym.trainer.config import dump_recipe
+    from turngym.trainer.run import _choose
+
+    plain = REPO / "tests" / "envs" / "plain_env.py"
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", envs=[{"id": f"{plain}:VowelGame", "max_turns": 2}])
+    recipe["run"]["steps"] = 3
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text(dump_recipe(load_recipe(recipe)))
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
+    save_checkpoint(tmp_path / "run", 3, model, tokenizer, {"step": 3}, keep=2)  # a run that reached run.steps
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "recipe.yaml"), "--resume"])
+    assert result.exit_code == 2
+    [line] = [line for line in result.output.splitlines() if line.strip()]
+    assert "run.steps: " in line and "is already at step 3 (run.steps=3); raise run.steps to train on" in line
+    assert _choose(load_recipe(recipe, ["run.steps=5", "run.resume=auto"])).checkpoint.name == "step-000003"
