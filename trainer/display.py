@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+LOG = logging.getLogger("turngym.train")  # the run's train.log keeps every line the screen shows
 
 
 def step_line(step: int, total: int, m: dict[str, Any]) -> str:
@@ -71,9 +75,10 @@ class Display:
         self.progress.start()
 
     def print(self, text: str) -> None:
-        """A line (above the bar)."""
+        """A line (above the bar), also written to the run's train.log."""
         if self.enabled:
             self.console.print(text, highlight=False, soft_wrap=True)
+            LOG.info("%s", Text.from_markup(text).plain)
 
     def step(self, step: int, metrics: dict[str, Any]) -> None:
         """Report a finished step."""

@@ -58,7 +58,7 @@ from turngym.trainer.heldout import evaluate_suite, training_suite, transcript
 from turngym.trainer.metrics import MetricsLog, rollout_metrics, success
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
 from turngym.trainer.report import EnvStats
-from turngym.trainer.run import LOG, open_run
+from turngym.trainer.run import LOG, RunDir, open_run
 from turngym.trainer.seeds import SeedCursor, mixture_counts, step_rng
 from turngym.trainer.suite import SuiteConfig
 from turngym.trainer.update import Learner, make_optimizer, update
@@ -146,7 +146,11 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
     procs = Processes.from_environment()
     if generator is not None and procs.distributed:
         raise ValueError("pass no generator to a multi-process run: each process starts its own")
-    run, state = _start(config, procs, generator)
+    run_dir = open_run(config, procs)
+    try:
+        run, state = _start(config, procs, run_dir, generator)
+    except Exception as err:
+        raise _logged(err, run_dir.path) from None
     result = TrainResult(run.dir, state.step, evals=_read_evals(run.dir))
     run.display.begin(state.step)
     try:
@@ -155,6 +159,8 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
         _run_steps(run, state, result)
         if config.eval.at_end and state.step not in result.evals and not result.interrupted:
             result.evals[state.step] = _evaluate(run, state.step)
+    except Exception as err:
+        raise _logged(err, run.dir) from None
     finally:
         run.display.close()
         run.log.close()
@@ -352,9 +358,8 @@ def _every(interval: int, step: int) -> bool:
 # --- set-up --------------------------------------------------------------------------------------
 
 
-def _start(config: TrainConfig, procs: Processes, generator: Any) -> tuple[Run, TrainState]:
-    """The run directory, seeds, learner, generator and log; the state to continue from (a resume's)."""
-    run_dir = open_run(config, procs)
+def _start(config: TrainConfig, procs: Processes, run_dir: RunDir, generator: Any) -> tuple[Run, TrainState]:
+    """Seeds, learner, generator, log and evaluation suite; the state to continue from (a resume's)."""
     _seed_everything(config, procs)
     if procs.device.type == "cpu":
         keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in every micro-batch
@@ -497,6 +502,13 @@ def _read_evals(run_dir: Path) -> dict[int, list[EnvStats]]:
             with contextlib.suppress(KeyError, TypeError):
                 evals[record["step"]] = [EnvStats.from_dict(r) for r in record["envs"]]
     return evals
+
+
+def _logged(err: Exception, run_dir: Path) -> Exception:
+    """Keep a fatal error's traceback in train.log, and say where it is (`err.train_log`) for a one-line report."""
+    LOG.exception("the run stopped with an error")
+    err.train_log = run_dir / "train.log"  # type: ignore[attr-defined]
+    return err
 
 
 def _plot(run_dir: Path) -> list[Path]:

@@ -156,4 +156,5 @@ def _log_to(path: Path) -> None:
     LOG.addHandler(handler)
     LOG.setLevel(logging.INFO)
     LOG.propagate = False
+    LOG.info("%s", "=" * 30 + " a run starts " + "=" * 30)  # runs that continue one directory stay apart
     forward_hidden_warnings(LOG)  # vLLM's warnings, hidden from the terminal, are kept in train.log

@@ -276,6 +276,18 @@ def train(
     except RecipeError as err:
         err_console.print(f"[red]recipe error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except Exception as err:
+        from turngym.agent.logs import is_verbose
+
+        log = getattr(err, "train_log", None)
+        if log is None or is_verbose():
+            raise
+        first = (str(err).strip().splitlines() or [""])[0]
+        err_console.print(
+            f"[red]the run stopped:[/red] {type(err).__name__}: {escape(first)} (traceback in {log})",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(1) from None
     if result.interrupted:
         raise typer.Exit(130)
 

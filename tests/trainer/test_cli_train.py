@@ -189,3 +189,60 @@ def test_a_start_that_failed_before_step_1_does_not_block_the_next(in_tmp) -> No
     (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     with pytest.raises(Exception, match="already holds a run"):
         open_run(config, Processes.from_environment())
+
+
+BREAKS_LATER = '''
+import gymnasium as gym
+
+made = 0
+
+
+class BreaksLater(gym.Env):
+    """Made once for the recipe check; the rollout's second construction fails (a fatal error, not an episode's)."""
+
+    def __init__(self):
+        global made
+        made += 1
+        if made > 1:
+            raise RuntimeError("the env's data went away")
+        self.observation_space = gym.spaces.Text(64)
+        self.action_space = gym.spaces.Text(64)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return "Say something.", {}
+
+    def step(self, action):
+        return "Thanks.", 1.0, True, False, {}
+'''
+
+
+def test_a_fatal_error_is_one_line_on_screen_and_a_traceback_in_train_log(tiny_model_dir, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "breaks.py").write_text(BREAKS_LATER)
+    recipe = {
+        "name": "breaks",
+        "model": {"name": str(tiny_model_dir), "max_model_len": 1024, "kv_cache_gib": 0.25},
+        "envs": [{"id": f"{tmp_path / 'breaks.py'}:BreaksLater"}],
+        "rollout": {"group_size": 2, "groups_per_step": 1, "max_tokens": 8},
+        "run": {"steps": 2, "dir": str(tmp_path / "run")},
+    }
+    (tmp_path / "breaks.yaml").write_text(yaml.safe_dump(recipe))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "TURNGYM_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "turngym", "train", str(tmp_path / "breaks.yaml")],
+        capture_output=True, text=True, cwd=repo, env={**env, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.strip() and "vLLM warnings hidden" not in line]
+    log = tmp_path / "run" / "train.log"
+    assert errors == [f"the run stopped: RuntimeError: the env's data went away (traceback in {log})"]
+    text = log.read_text()
+    assert "a run starts" in text and "turngym train breaks" in text and "not default:" in text  # the screen's lines
+    assert "the run stopped with an error" in text and "Traceback (most recent call last)" in text
+    assert "RuntimeError: the env's data went away" in text
