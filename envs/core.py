@@ -198,7 +198,7 @@ class TextEnv(gymnasium.Env[str, str]):
         truncated = not terminated and self.turn >= self.max_turns
         feedback = outcome.feedback
         if truncated:
-            feedback += f"\n\nTurn limit reached ({self.max_turns} turns). The episode is over."
+            feedback += f"\n\nTurn limit reached ({count_of(self.max_turns, 'turn')}). The episode is over."
         if terminated or truncated:
             self._ended = (terminated, truncated)
         self._observation = feedback

@@ -46,7 +46,7 @@ class GuessNumber(TextEnv):
         self.open_low, self.open_high = self.low, self.high  # what the answers so far leave open
         return (
             f"I am thinking of a whole number between {self.low} and {self.high} (inclusive). "
-            f"You have {self.max_turns} guesses. After each guess I say whether the number is higher "
+            f"You have {count_of(self.max_turns, 'guess')}. After each guess I say whether the number is higher "
             f"or lower. Reply with your guess in square brackets, for example [{(self.low + self.high) // 2}]."
         )
 

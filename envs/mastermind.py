@@ -55,7 +55,7 @@ class Mastermind(TextEnv):
         return (
             f"Find my secret code: {self.code_length} digits, each from 1 to {self.num_colors} "
             f"(digits {repeats}). After each guess I tell you the black pegs (right digit in the right "
-            f"place) and white pegs (right digit in the wrong place). You have {self.max_turns} guesses. "
+            f"place) and white pegs (right digit in the wrong place). You have {count_of(self.max_turns, 'guess')}. "
             f"Reply with your guess in square brackets, for example [{example}]."
         )
 

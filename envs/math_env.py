@@ -12,7 +12,7 @@ from typing import Any
 
 from typing_extensions import override
 
-from turngym.envs.core import TextEnv, Turn, last_boxed, last_bracketed
+from turngym.envs.core import TextEnv, Turn, count_of, last_boxed, last_bracketed
 from turngym.envs.problems import MAX_DIFFICULTY, Problem, arithmetic_problem, load_jsonl, word_problem
 
 FORMAT_WEIGHT = 0.1  # reward for giving an answer in the required format, right or wrong
@@ -118,7 +118,7 @@ class QuestionAnswerEnv(TextEnv):
         solved = score >= 1.0
         metrics = {"won": solved, "correct": solved, "verdict": verdict, "invalid_action": answer is None}
         if not solved:
-            feedback += f" Try again ({attempts_left} attempts left)." if attempts_left > 0 else ""
+            feedback += f" Try again ({count_of(attempts_left, 'attempt')} left)." if attempts_left > 0 else ""
         return Turn(feedback, rewards, terminated=solved or attempts_left <= 0, metrics=metrics)
 
 

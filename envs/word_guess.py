@@ -75,7 +75,8 @@ class WordGuess(TextEnv):
     def on_reset(self, options: dict[str, Any]) -> str:
         self.secret = self.words[int(self.np_random.integers(len(self.words)))]
         return (
-            f"Guess my secret five-letter English word. You have {self.max_turns} guesses. After each guess I "
+            f"Guess my secret five-letter English word. You have {count_of(self.max_turns, 'guess')}. "
+            "After each guess I "
             f"show one mark per letter: {CORRECT} = right letter in the right spot, {PRESENT} = the letter is in "
             f"the word but elsewhere, {ABSENT} = the letter is not in the word. Reply with your guess in "
             "square brackets, for example [crane]."

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from turngym.envs.core import count_of
+
 LOG = logging.getLogger("turngym.train")  # the run's train.log keeps every line the screen shows
 
 
@@ -32,7 +34,7 @@ def step_line(step: int, total: int, m: dict[str, Any]) -> str:
     if "mismatch_kl" in m:
         detail.append(f"mismatch {m['mismatch_kl']:.1e}")
     if m.get("failed_episodes"):
-        detail.append(f"[yellow]{int(m['failed_episodes'])} failed episode(s)[/yellow]")
+        detail.append(f"[yellow]{count_of(int(m['failed_episodes']), 'failed episode')}[/yellow]")
     if m.get("skip_reason"):
         detail.append(f"[yellow]update skipped: {m['skip_reason']}[/yellow]")
     if detail:

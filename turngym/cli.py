@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from turngym.envs.core import count_of
+
 if TYPE_CHECKING:
     from turngym.agent.generator import SamplingParams
     from turngym.agent.records import TurnRecord
@@ -166,7 +168,9 @@ def check(
         table.add_row(r.name, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", r.detail)
     console.print(table, width=None if console.is_terminal else 200)
     failed = [r for r in results if not r.passed]
-    console.print(f"[red]{len(failed)} check(s) failed[/red]" if failed else "[green]all checks passed[/green]")
+    console.print(
+        f"[red]{count_of(len(failed), 'check')} failed[/red]" if failed else "[green]all checks passed[/green]"
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -228,7 +232,7 @@ def play(
     ending = "terminated" if terminated else "truncated" if truncated else "not finished"
     total = sum(env.reward_weights[k] * v for k, v in totals.items())
     console.print(
-        f"Result: {'WON' if metrics.get('won') else 'not won'} after {env.turn} turns ({ending}); "
+        f"Result: {'WON' if metrics.get('won') else 'not won'} after {count_of(env.turn, 'turn')} ({ending}); "
         f"total reward {total:+.4g}{_components(totals)}"
     )
 
@@ -382,7 +386,7 @@ def plot(
 
 
 def _components(rewards: dict[str, float]) -> str:
-    shown = ", ".join(f"{k}={v:g}" for k, v in rewards.items() if v)
+    shown = ", ".join(f"{k}={v:.3g}" for k, v in rewards.items() if v)  # the precision of the reward beside it
     return f" ({shown})" if shown else ""
 
 
@@ -413,8 +417,8 @@ def _model_plays(env: Any, env_id: str, kwargs: dict[str, Any], generator: Any, 
     console.rule()
     won = trajectory.metrics.get("won", False)
     console.print(
-        f"Result: {'WON' if won else 'not won'} after {trajectory.num_turns} turns ({trajectory.stop_reason}); "
-        f"total reward {trajectory.reward:+.4g}"
+        f"Result: {'WON' if won else 'not won'} after {count_of(trajectory.num_turns, 'turn')} "
+        f"({trajectory.stop_reason}); total reward {trajectory.reward:+.4g}"
     )
 
 

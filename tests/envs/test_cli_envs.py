@@ -52,7 +52,7 @@ def test_check_reports_a_broken_user_env(tmp_path: Path) -> None:
     )
     proc = turngym("check", f"{module}:Broken", "--fuzz", "100")
     assert proc.returncode == 1
-    assert "FAIL" in proc.stdout and "ZeroDivisionError" in proc.stdout and "check(s) failed" in proc.stdout
+    assert "FAIL" in proc.stdout and "ZeroDivisionError" in proc.stdout and "2 checks failed" in proc.stdout
 
 
 def test_check_unknown_id_exits_2_with_suggestions() -> None:

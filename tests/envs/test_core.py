@@ -146,3 +146,18 @@ def test_seed_fixes_the_episode_and_render_shows_the_last_observation() -> None:
     assert env.reset(seed=5)[0] == env.reset(seed=5)[0]
     env.step("[1]")
     assert env.render().startswith("total")
+
+
+def test_counts_take_the_right_number_in_what_the_model_reads() -> None:
+    from turngym.envs.core import count_of
+
+    assert [count_of(1, "guess"), count_of(2, "guess"), count_of(1, "turn"), count_of(0, "attempt")] == [
+        "1 guess", "2 guesses", "1 turn", "0 attempts"
+    ]  # fmt: skip
+    from turngym.envs import make
+
+    env = make("turngym/GuessNumber-v0", max_turns=1)
+    obs, _ = env.reset(seed=0)
+    assert "You have 1 guess." in obs
+    obs, *_ = env.step("[0]")
+    assert "Turn limit reached (1 turn)." in obs
