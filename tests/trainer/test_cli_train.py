@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +17,24 @@ from turngym.trainer.plot import plot_runs
 
 runner = CliRunner()
 GOOD = {"envs": [{"id": "turngym/GuessNumber-v0", "kwargs": {"high": 8}}]}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def train_in_subprocess(model_dir, tmp_path, name, envs, rollout, steps) -> subprocess.CompletedProcess:
+    """`turngym train NAME.yaml` as a user runs it, on the tiny model, with the run in tmp_path/run."""
+    recipe = {
+        "name": name,
+        "model": {"name": str(model_dir), "max_model_len": 1024, "kv_cache_gib": 0.25},
+        "envs": envs,
+        "rollout": {"max_tokens": 12, **rollout},
+        "run": {"steps": steps, "dir": str(tmp_path / "run")},
+    }
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "TURNGYM_"))}
+    command = [sys.executable, "-m", "turngym", "train", str(tmp_path / f"{name}.yaml")]
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, env={**env, "CI": "true", "COLUMNS": "200"}
+    )
 
 
 @pytest.fixture
@@ -145,25 +167,8 @@ def test_plot_of_a_directory_that_is_not_a_run_exits_2(in_tmp) -> None:
 
 def test_a_three_step_run_prints_seven_lines_and_no_library_noise(tiny_model_dir, tmp_path) -> None:
     """Real CLI in a subprocess, on the plain Gymnasium env of tests/envs/plain_env.py."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-    recipe = {
-        "name": "three",
-        "model": {"name": str(tiny_model_dir), "max_model_len": 1024, "kv_cache_gib": 0.25},
-        "envs": [{"id": str(repo / "tests/envs/plain_env.py") + ":VowelGame", "max_turns": 2}],
-        "rollout": {"group_size": 4, "groups_per_step": 3, "max_tokens": 12},
-        "run": {"steps": 3, "dir": str(tmp_path / "run")},
-    }
-    (tmp_path / "three.yaml").write_text(yaml.safe_dump(recipe))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "TURNGYM_"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "turngym", "train", str(tmp_path / "three.yaml")],
-        capture_output=True, text=True, cwd=repo, env={**env, "CI": "true", "COLUMNS": "200"},
-    )  # fmt: skip
+    envs = [{"id": str(REPO / "tests/envs/plain_env.py") + ":VowelGame", "max_turns": 2}]
+    done = train_in_subprocess(tiny_model_dir, tmp_path, "three", envs, {"group_size": 4, "groups_per_step": 3}, 3)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert len(lines) == 7, done.stdout  # header, non-default keys, 3 steps, summary, plots
@@ -218,26 +223,9 @@ class BreaksLater(gym.Env):
 
 
 def test_a_fatal_error_is_one_line_on_screen_and_a_traceback_in_train_log(tiny_model_dir, tmp_path) -> None:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
     (tmp_path / "breaks.py").write_text(BREAKS_LATER)
-    recipe = {
-        "name": "breaks",
-        "model": {"name": str(tiny_model_dir), "max_model_len": 1024, "kv_cache_gib": 0.25},
-        "envs": [{"id": f"{tmp_path / 'breaks.py'}:BreaksLater"}],
-        "rollout": {"group_size": 2, "groups_per_step": 1, "max_tokens": 8},
-        "run": {"steps": 2, "dir": str(tmp_path / "run")},
-    }
-    (tmp_path / "breaks.yaml").write_text(yaml.safe_dump(recipe))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "TURNGYM_"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "turngym", "train", str(tmp_path / "breaks.yaml")],
-        capture_output=True, text=True, cwd=repo, env={**env, "COLUMNS": "200"},
-    )  # fmt: skip
+    envs = [{"id": f"{tmp_path / 'breaks.py'}:BreaksLater"}]
+    done = train_in_subprocess(tiny_model_dir, tmp_path, "breaks", envs, {"group_size": 2, "groups_per_step": 1}, 2)
     assert done.returncode == 1, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.strip() and "vLLM warnings hidden" not in line]
     log = tmp_path / "run" / "train.log"
