@@ -4,8 +4,6 @@
 hyperparameters with `filter`, `advantages` and `loss` (see `turngym.algos.objective`).
 """
 
-import difflib
-
 from turngym.algos.dapo import DAPO
 from turngym.algos.dr_grpo import DrGRPO
 from turngym.algos.functional import (
@@ -29,7 +27,7 @@ from turngym.algos.grpo import GRPO
 from turngym.algos.gspo import GSPO
 from turngym.algos.gspo_token import GSPOToken
 from turngym.algos.gvpo import GVPO
-from turngym.algos.objective import Advantages, Objective, PolicyBatch, Selection, StepTotals
+from turngym.algos.objective import Advantages, Objective, PolicyBatch, Selection, StepTotals, closest
 from turngym.algos.pg import PG
 from turngym.algos.rewards import RewardTable, discounted_returns
 from turngym.algos.rloo import RLOO
@@ -46,8 +44,7 @@ class _ByName(dict):
     """A dict of objectives whose missing keys raise `UnknownObjectiveError` with the closest name."""
 
     def __missing__(self, name: object) -> type[Objective]:
-        close = difflib.get_close_matches(str(name), list(self), n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = closest(str(name), self)
         raise UnknownObjectiveError(f"unknown objective {name!r}.{hint} Choose one of: {', '.join(self)}.")
 
 

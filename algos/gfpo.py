@@ -19,7 +19,6 @@ Differences from GRPO:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -31,7 +30,7 @@ from torch import Tensor
 from turngym.agent.records import TrajectoryGroup
 from turngym.algos import functional as F
 from turngym.algos.grpo import GRPO
-from turngym.algos.objective import Advantages, Objective, PolicyBatch, Selection, StepTotals
+from turngym.algos.objective import Advantages, Objective, PolicyBatch, Selection, StepTotals, closest
 from turngym.algos.rewards import RewardTable
 
 
@@ -110,10 +109,9 @@ class GFPO(Objective):
     def check_components(self, components: Collection[str]) -> None:
         """The metric is `length`, `token_efficiency` or a component; the base checks its own settings."""
         if self.metric not in ("length", "token_efficiency", *components):
-            close = difflib.get_close_matches(self.metric, [*components, "length", "token_efficiency"], n=1)
             raise ValueError(
                 f"metric {self.metric!r} is not 'length', 'token_efficiency' or a reward component of the envs "
-                f"({', '.join(sorted(components))}).{f' Did you mean {close[0]!r}?' if close else ''}"
+                f"({', '.join(sorted(components))}).{closest(self.metric, [*components, 'length', 'token_efficiency'])}"
             )
         self.base.check_components(components)
 

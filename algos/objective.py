@@ -168,7 +168,7 @@ class Objective:
         if unknown:
             raise ValueError(
                 f"reward_weights names {unknown}, which the envs do not report; their components: "
-                f"{', '.join(sorted(components))}.{_closest(unknown[0], components)}"
+                f"{', '.join(sorted(components))}.{closest(unknown[0], components)}"
             )
 
     @property
@@ -310,7 +310,8 @@ _RANGES = {
 }
 
 
-def _closest(word: str, options: Collection[str]) -> str:
+def closest(word: str, options: Collection[str]) -> str:
+    """` Did you mean 'x'?` for the option closest to `word`, or nothing (the algos' error messages)."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
 

@@ -200,14 +200,22 @@ def _record_model(out: Path, model: EvalModel) -> None:
         path.write_text(json.dumps(info, indent=1) + "\n")
 
 
-def report_models(out: Path, current: Sequence[EvalModel], warn: Callable[[str], None] | None = None) -> list[str]:
+def report_models(
+    out: Path,
+    current: Sequence[EvalModel],
+    records: Sequence[dict[str, Any]],
+    warn: Callable[[str], None] | None = None,
+) -> list[str]:
     """The models a report shows, baseline first: this command's, then earlier commands' with results.
 
-    A model run.json lists that has no episodes (a directory written by an older version) is left
-    out, with a warning.
+    Args:
+        out: the output directory (its run.json lists earlier commands' models).
+        current: this command's models, in `-m` order.
+        records: the episodes file's records (`read_records`).
+        warn: told about a model run.json lists without episodes (a directory an older version wrote).
     """
     recorded = [m["label"] for m in json.loads((out / RUN_INFO).read_text())["models"]]
-    with_results = {r["model"] for r in read_records(out / EPISODES)}
+    with_results = {r["model"] for r in records}
     order = [m.label for m in current] + [label for label in recorded if label not in {m.label for m in current}]
     for label in order:
         if label not in with_results and warn is not None:
@@ -266,7 +274,8 @@ def evaluate(
         return VLLMGenerator(model.path, max_model_len=max_model_len, kv_cache_gib=kv_cache_gib)
 
     path = run_suite(suite, parsed, out, open_generator=open_generator, chunk_seeds=chunk_seeds, progress=progress)
-    models = report_models(out, parsed, progress)  # this command's first (the baseline), then earlier ones
-    report = summarize(read_records(path), suite.to_dict(), models)
+    records = list(read_records(path))  # read once: the models with results, then their statistics
+    models = report_models(out, parsed, records, progress)  # this command's first (the baseline), then earlier ones
+    report = summarize(records, suite.to_dict(), models)
     write_report(report, out)
     return report

@@ -66,9 +66,7 @@ def open_run(config: TrainConfig, procs: Processes) -> RunDir:
         if checkpoint is not None:
             _check_same_recipe(config, path / "recipe.yaml")
         (path / "recipe.yaml").write_text(dump_recipe(config))
-        _log_to(path / "train.log")
-        for line in decision.skipped:
-            LOG.warning("%s", line)
+        _log_to(path / "train.log")  # the skipped checkpoints reach it through the display (`loop._start`)
     procs.barrier()
     return decision
 

@@ -14,7 +14,6 @@ were taken and, for a skipped one, why. The loop steers on its fields; its metri
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import re
 import time
@@ -31,8 +30,6 @@ from turngym.trainer.config import CorrectionConfig, OptimizerConfig
 from turngym.trainer.correction import importance_weights, mismatch_sums
 from turngym.trainer.distributed import Processes
 from turngym.trainer.metrics import Sums
-
-LOG = logging.getLogger("turngym.train")  # the run's train.log (`turngym.trainer.run`)
 
 
 @dataclass
@@ -148,7 +145,6 @@ def update(
     skip = _nothing_to_learn(objective, rows)
     if skip is not None:
         advance_schedule(learner)
-        LOG.info("update skipped: %s", skip)
         return UpdateResult.skipped(skip)
     start = time.perf_counter()
     sums = Sums()
@@ -167,8 +163,6 @@ def update(
             skipped += [reason] if reason is not None else []
     advance_schedule(learner)
     metrics = sums.result(procs)
-    if skipped:
-        LOG.warning("update skipped: %s", skipped[-1])
     return UpdateResult(
         steps=optimizer_config.update_epochs * len(parts),
         skipped_steps=len(skipped),

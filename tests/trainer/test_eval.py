@@ -281,16 +281,31 @@ def test_a_model_that_fails_to_load_is_not_remembered_and_the_first_model_is_the
     assert json.loads((tmp_path / "run.json").read_text())["models"] == []  # the suite only
     run_suite(suite, [a, b], tmp_path, open_generator=open_generator)
     assert [m["label"] for m in json.loads((tmp_path / "run.json").read_text())["models"]] == ["a", "b"]
-    assert report_models(tmp_path, [a, b]) == ["a", "b"]
-    report = summarize(read_records(tmp_path / "episodes.jsonl"), suite.to_dict(), report_models(tmp_path, [a, b]))
+    records = list(read_records(tmp_path / "episodes.jsonl"))
+    assert report_models(tmp_path, [a, b], records) == ["a", "b"]
+    report = summarize(records, suite.to_dict(), report_models(tmp_path, [a, b], records))
     assert list(report.comparisons) == [("b", "vowels")]  # b against the baseline a
-    assert report_models(tmp_path, [b]) == ["b", "a"]  # a later command's first model is its baseline
+    assert report_models(tmp_path, [b], records) == ["b", "a"]  # a later command's first model is its baseline
     info = json.loads((tmp_path / "run.json").read_text())  # a directory an older version wrote
     info["models"].append({"spec": "/models/bogus", "label": "bogus", "path": "/models/bogus",
                            "endpoint_model": None, "base_url": None})  # fmt: skip
     (tmp_path / "run.json").write_text(json.dumps(info))
     warnings = []
-    assert report_models(tmp_path, [a], warnings.append) == ["a", "b"]
+    assert report_models(tmp_path, [a], records, warnings.append) == ["a", "b"]
     assert warnings == [
         f"bogus is listed in {tmp_path / 'run.json'} but has no results there; it is left out of the report"
     ]
+
+
+def test_cli_eval_does_not_remember_a_model_vllm_could_not_load(tmp_path) -> None:
+    """The real failure: vLLM refuses a directory with a config.json but no model; run.json keeps only the suite."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(tiny_suite(envs=[{"id": PLAIN, "name": "vowels"}])))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')  # passes resolve_model, fails in the engine
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "turngym", "eval", str(suite), "-m", str(broken), "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["models"] == []
