@@ -12,6 +12,10 @@ TensorBoard scalar per key). Keys are flat and grouped by prefix:
     mismatch_abs_logp, mismatch_kl, is_weight_mean, is_changed_fraction   sampler/trainer mismatch
     grad_norm, lr, skipped_update, padding_fraction, tokens_trained
     time/rollout, time/update, time/sync, time/step, tokens_per_s/rollout, tokens_per_s/update
+
+`reward/<component>` is the component's unweighted value summed over an episode's turns, averaged
+over the step's episodes: the env's reward_weights are not applied, so `reward/invalid` (1 per
+invalid turn) is invalid turns per episode, whatever its weight in `reward`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ def success(trajectory: Trajectory) -> bool:
 
 
 def rollout_metrics(groups: Sequence[TrajectoryGroup]) -> dict[str, float]:
-    """Episode statistics of every collected group (failed episodes excluded)."""
+    """Episode statistics of every collected group (failed episodes excluded).
+
+    `reward` is the mean return (weighted components summed over turns); `reward/<name>` the mean of
+    `Trajectory.rewards[name]`, the component's unweighted per-turn values summed over the episode.
+    """
     episodes = [t for g in groups for t in g.trajectories if t.stop_reason != "error"]
     if not episodes:
         return {"episodes": 0.0}

@@ -14,13 +14,23 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from turngym.agent.records import Trajectory, TrajectoryGroup
+from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
 from turngym.trainer.metrics import success
 from turngym.trainer.stats import PairedDifference, mean_and_se, paired_difference, pass_at_k, wilson_interval
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 STOP_REASONS = ("terminated", "truncated", "max_turns", "context", "error")
+PER_SEED = ("per_seed_success", "per_seed_reward", "per_seed_invalid_rate")
+# what the side-by-side comparison pairs: name -> (the EnvStats per-seed field, the range the difference can take)
+PAIRED: dict[str, tuple[str, tuple[float, float] | None]] = {
+    "success": ("per_seed_success", (-1.0, 1.0)),
+    "reward": ("per_seed_reward", None),
+    "invalid_rate": ("per_seed_invalid_rate", (-1.0, 1.0)),
+}
 
 
 @dataclass
@@ -33,7 +43,8 @@ class EnvStats:
         successes, success, low, high: episodes won, the rate, and its Wilson 95% interval.
         pass_at: k -> mean over seeds of the unbiased pass@k.
         reward, reward_se: mean return and its standard error.
-        components: component -> (mean, standard error) of the episode's summed component.
+        components: component -> (mean, standard error) over episodes of the component's unweighted
+            value summed over the episode's turns (`invalid`: the episode's invalid turns).
         turns: mean turns per episode.
         sampled_tokens: mean sampled tokens per episode (None for endpoints, which return no tokens).
         invalid_rate: share of turns the env marked invalid.
@@ -41,6 +52,9 @@ class EnvStats:
         stop_reasons: reason -> share of episodes.
         failed: episodes whose env raised.
         per_seed_success: seed -> success rate on that seed (for paired comparisons).
+        per_seed_reward: seed -> mean return on that seed (empty in records older than it).
+        per_seed_invalid_rate: seed -> share of that seed's turns marked invalid (seeds with no
+            turn are left out; empty in records older than it).
     """
 
     model: str
@@ -62,6 +76,8 @@ class EnvStats:
     stop_reasons: dict[str, float]
     failed: int
     per_seed_success: dict[int, float] = field(repr=False)
+    per_seed_reward: dict[int, float] = field(default_factory=dict, repr=False)
+    per_seed_invalid_rate: dict[int, float] = field(default_factory=dict, repr=False)
 
     def summary(self) -> str:
         """`37.5% (48/128, 95% CI 29.6-46.1%)`, or `n/a (no episode finished)`."""
@@ -71,11 +87,15 @@ class EnvStats:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (`from_dict` reads it back)."""
-        return {**asdict(self), "per_seed_success": {str(k): v for k, v in self.per_seed_success.items()}}
+        return {**asdict(self), **{name: {str(k): v for k, v in getattr(self, name).items()} for name in PER_SEED}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EnvStats:
-        """Read `to_dict`'s output (JSON turned the int keys into strings and the tuples into lists)."""
+        """Read `to_dict`'s output (JSON turned the int keys into strings and the tuples into lists).
+
+        Older records read too: a run's per-env evaluation line from before suites, and records
+        without the per-seed return and invalid rate (their paired comparisons cover success only).
+        """
         if "env_id" in data:  # an eval.jsonl line of a run trained before evaluations became suites
             data = _from_env_eval(data)
         return cls(
@@ -83,7 +103,7 @@ class EnvStats:
                 **data,
                 "pass_at": {int(k): v for k, v in data["pass_at"].items()},
                 "components": {k: tuple(v) for k, v in data["components"].items()},
-                "per_seed_success": {int(k): v for k, v in data["per_seed_success"].items()},
+                **{name: {int(k): v for k, v in data.get(name, {}).items()} for name in PER_SEED},
             }
         )
 
@@ -115,7 +135,7 @@ class Report:
     envs: list[str]
     stats: dict[tuple[str, str], EnvStats]
     overall: dict[str, dict[str, float]]
-    comparisons: dict[tuple[str, str], PairedDifference]
+    comparisons: dict[tuple[str, str], dict[str, PairedDifference]]  # (model, env) -> PAIRED name -> difference
     groups: dict[tuple[str, str], list[TrajectoryGroup]] = field(repr=False)
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -134,11 +154,19 @@ def summarize(records: Iterable[dict[str, Any]], suite: dict[str, Any], models: 
         for env in envs:
             a, b = stats.get((other, env)), stats.get((models[0], env))
             if a and b:
-                common = sorted(set(a.per_seed_success) & set(b.per_seed_success))
-                comparisons[(other, env)] = paired_difference(
-                    [a.per_seed_success[s] for s in common], [b.per_seed_success[s] for s in common]
-                )
+                comparisons[(other, env)] = compare(a, b)
     return Report(suite, list(models), envs, stats, overall, comparisons, dict(groups), versions())
+
+
+def compare(a: EnvStats, b: EnvStats) -> dict[str, PairedDifference]:
+    """A minus B, paired on the seeds both played, for each number of `PAIRED` both have per seed."""
+    out = {}
+    for name, (per_seed, limits) in PAIRED.items():
+        mine, theirs = getattr(a, per_seed), getattr(b, per_seed)
+        common = sorted(set(mine) & set(theirs))
+        if common:
+            out[name] = paired_difference([mine[s] for s in common], [theirs[s] for s in common], limits)
+    return out
 
 
 def env_stats(model: str, env: str, groups: Sequence[TrajectoryGroup], ks: Sequence[int]) -> EnvStats:
@@ -150,12 +178,15 @@ def env_stats(model: str, env: str, groups: Sequence[TrajectoryGroup], ks: Seque
     names = sorted({name for t in done for name in t.rewards})
     components = {name: mean_and_se([t.rewards.get(name, 0.0) for t in done]) for name in names}
     turns = [turn for t in done for turn in t.turns]
-    per_seed, pass_values = {}, defaultdict(list)
+    seed_success, seed_reward, seed_invalid, pass_values = {}, {}, {}, defaultdict(list)
     for g in groups:
         mine = [t for t in g.trajectories if t.stop_reason != "error"]
         if mine:
             c = sum(success(t) for t in mine)
-            per_seed[g.seed] = c / len(mine)
+            seed_success[g.seed] = c / len(mine)
+            seed_reward[g.seed] = sum(t.reward for t in mine) / len(mine)
+            if any(t.turns for t in mine):
+                seed_invalid[g.seed] = _invalid_share([turn for t in mine for turn in t.turns])
             for k in ks:
                 if k <= len(mine):
                     pass_values[k].append(pass_at_k(len(mine), c, k))
@@ -177,12 +208,19 @@ def env_stats(model: str, env: str, groups: Sequence[TrajectoryGroup], ks: Seque
         components=components,
         turns=sum(t.num_turns for t in done) / len(done) if done else math.nan,
         sampled_tokens=sum(tokens) / len(tokens) if done and any(t.token_ids for t in done) else None,
-        invalid_rate=sum(bool(turn.metrics.get("invalid_action")) for turn in turns) / len(turns) if turns else 0.0,
+        invalid_rate=_invalid_share(turns) if turns else 0.0,
         truncation_rate=sum(t.stop_reason != "terminated" for t in done) / len(done) if done else math.nan,
         stop_reasons={reason: stops.get(reason, 0) / total for reason in STOP_REASONS if stops.get(reason)},
         failed=stops.get("error", 0),
-        per_seed_success=per_seed,
+        per_seed_success=seed_success,
+        per_seed_reward=seed_reward,
+        per_seed_invalid_rate=seed_invalid,
     )
+
+
+def _invalid_share(turns: Sequence[TurnRecord]) -> float:
+    """The share of `turns` the env marked invalid (its `invalid_action` metric)."""
+    return sum(bool(turn.metrics.get("invalid_action")) for turn in turns) / len(turns)
 
 
 def _macro(stats: Sequence[EnvStats]) -> dict[str, float]:
@@ -235,9 +273,25 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         ],
         "overall": report.overall,
         "comparisons": [
-            {"model": m, "baseline": report.models[0], "env": e, **d.to_dict()}
-            for (m, e), d in report.comparisons.items()
+            _comparison_record(m, report.models[0], e, differences)
+            for (m, e), differences in report.comparisons.items()
         ],
+    }
+
+
+def _comparison_record(model: str, baseline: str, env: str, differences: dict[str, PairedDifference]) -> dict[str, Any]:
+    """One `comparisons` entry of report.json.
+
+    Success's difference sits at the top level, where readers found it before the return and the
+    invalid rate were paired too; each other number's sits under its `PAIRED` name.
+    """
+    success = differences.get("success")
+    return {
+        "model": model,
+        "baseline": baseline,
+        "env": env,
+        **(success.to_dict() if success is not None else {}),
+        **{name: d.to_dict() for name, d in differences.items() if name != "success"},
     }
 
 
@@ -304,16 +358,30 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+# a component is the env's unweighted value summed over the episode's turns (e.g. invalid: invalid turns)
+COMPONENTS_HEADER = "components (unweighted sum per episode, mean ± SE)"
+PAIRED_LABELS = {"success": "success", "reward": "return", "invalid_rate": "invalid turns"}
+
+
 def comparison_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """One row per (model other than the first, env): the paired difference in success."""
-    header = ["env", "model - baseline", "difference (95% CI)", "seeds better / worse", "sign test p"]
+    """Rows per (model other than the first, env): the paired differences in success, return and invalid turns."""
+    header = ["env", "model - baseline", "measure", "difference (95% CI)", "seeds higher / lower", "sign test p"]
     rows = []
-    for (model, env), d in report.comparisons.items():
-        rows.append([
-            env, f"{model} - {report.models[0]}", f"{d.difference:+.1%} ({d.low:+.1%} to {d.high:+.1%})",
-            f"{d.a_better} / {d.b_better} of {d.seeds}", f"{d.p_value:.3g}",
-        ])  # fmt: skip
+    for (model, env), differences in report.comparisons.items():
+        for name, d in differences.items():
+            rate = PAIRED[name][1] is not None  # rates print as percentages, returns as numbers
+            rows.append([
+                env, f"{model} - {report.models[0]}", PAIRED_LABELS[name],
+                f"{_signed(d.difference, rate)} ({_signed(d.low, rate)} to {_signed(d.high, rate)})",
+                f"{d.a_better} / {d.b_better} of {d.seeds}", f"{d.p_value:.3g}",
+            ])  # fmt: skip
     return header, rows
+
+
+def _signed(x: float, rate: bool) -> str:
+    if math.isnan(x):
+        return "n/a"
+    return f"{x:+.1%}" if rate else f"{x:+.3g}"
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -340,7 +408,16 @@ def markdown(report: Report, plots: Sequence[str] = (), transcripts_per_env: int
         _markdown_table(*table_rows(report)),
     ]
     if report.comparisons:
-        parts += ["", "## Side by side (paired on the same seeds)", "", _markdown_table(*comparison_rows(report))]
+        parts += [
+            "",
+            "## Side by side (paired on the same seeds)",
+            "",
+            f"Each model minus the baseline `{report.models[0]}`: the mean over seeds of the per-seed difference "
+            "in success rate, mean return and share of invalid turns, with a Student's t 95% interval; the sign "
+            "test counts the seeds where the model's number is higher or lower.",
+            "",
+            _markdown_table(*comparison_rows(report)),
+        ]
     parts += ["", "## Reward components and stop reasons", ""]
     rows = []
     for (model, env), s in sorted(
@@ -349,9 +426,7 @@ def markdown(report: Report, plots: Sequence[str] = (), transcripts_per_env: int
         comps = ", ".join(f"{n} {_num(m, se)}" for n, (m, se) in s.components.items()) or "none"
         stops = ", ".join(f"{r} {v:.0%}" for r, v in s.stop_reasons.items())
         rows.append([env, model, comps, stops, str(s.failed)])
-    parts.append(
-        _markdown_table(["env", "model", "components (mean ± SE per episode)", "stop reasons", "failed"], rows)
-    )
+    parts.append(_markdown_table(["env", "model", COMPONENTS_HEADER, "stop reasons", "failed"], rows))
     if plots:
         parts += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     parts += ["", "## Transcripts (best, median and worst episode by return)"]
@@ -382,19 +457,37 @@ def write_report(report: Report, out: Path) -> list[Path]:
     return [out / "report.json", out / "report.md", *plots]
 
 
-def print_table(report: Report, console: Any) -> None:
+def print_table(report: Report, console: Console) -> None:
     """The terminal table (rich), and the side-by-side comparison when there are several models."""
     from rich.table import Table
 
-    width = None if console.is_terminal else 200  # piped to a file: do not squeeze the table to 80 columns
+    console = full_width(console)
     header, rows = table_rows(report)
     table = Table(*header, title=f"turngym eval {report.suite['name']}", title_justify="left")
     for row in rows:
         table.add_row(*row)
-    console.print(table, width=width)
+    console.print(table)
     if report.comparisons:
         header, rows = comparison_rows(report)
         table = Table(*header, title=f"paired on the same seeds, against {report.models[0]}", title_justify="left")
         for row in rows:
             table.add_row(*row)
-        console.print(table, width=width)
+        console.print(table)
+
+
+WIDE = 1000  # columns a table may take when nothing limits it (it takes only what its cells need)
+
+
+def full_width(console: Console) -> Console:
+    """`console` on an interactive terminal; else a console on the same file with no 80-column limit.
+
+    Piped (`| tee`, a CI log), rich makes the console 80 columns wide (or $COLUMNS) and cuts and
+    wraps a wider table to fit; `console.print(width=...)` cannot widen it past the console's own
+    width. A file has no width, so the table is printed at the width its cells need.
+    """
+    isatty = getattr(console.file, "isatty", None)  # is_terminal is also true where FORCE_COLOR forces styles
+    if console.is_terminal and isatty is not None and isatty():
+        return console
+    from rich.console import Console
+
+    return Console(file=console.file, width=WIDE, force_terminal=console.is_terminal, color_system=console.color_system)

@@ -1,7 +1,8 @@
 """The PNG plots of an evaluation report, every model side by side with a legend.
 
 success.png      success per env with Wilson 95% intervals, and the macro average
-components.png   mean of each reward component per episode (± one standard error), per env
+components.png   each reward component, unweighted and summed over the episode's turns: its mean
+                 over episodes (± one standard error), per env
 lengths.png      distributions of turns and of sampled tokens per episode, per env
 """
 
@@ -82,7 +83,7 @@ def _components(plt: ModuleType, report: Report):
             ax.bar([i + offset for i in range(len(names))], means, width, yerr=ses, capsize=3, label=model)
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_ylabel("mean per episode (± SE)")
+        ax.set_ylabel("unweighted sum per episode\n(mean ± SE)")
         ax.set_title(env, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes.flat[0].legend(fontsize=7, title="model")

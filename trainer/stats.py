@@ -132,15 +132,16 @@ def _regularized_beta(x: float, a: float, b: float) -> float:
 
 @dataclass
 class PairedDifference:
-    """Model A minus model B on the same seeds.
+    """Model A minus model B on the same seeds, for one per-seed number (success rate, return, ...).
 
     Attributes:
         seeds: seeds both models played.
-        difference: mean over seeds of (A's success rate - B's) on that seed.
-        low, high: its 95% interval (Student's t over the per-seed differences, cut to [-1, 1]).
-        a_better, b_better: seeds where A's rate is higher / lower than B's.
-        p_value: exact two-sided sign test on those seeds (McNemar's exact test with one episode
-            per seed): how surprising the split is if neither model is better.
+        difference: mean over seeds of (A's value - B's) on that seed.
+        low, high: its 95% interval (Student's t over the per-seed differences; for rates, cut to [-1, 1]).
+        a_better, b_better: seeds where A's value is higher / lower than B's (for a rate of invalid
+            turns, higher is worse: the names follow success).
+        p_value: exact two-sided sign test on those seeds (McNemar's exact test for success with one
+            episode per seed): how surprising the split is if neither model is higher.
     """
 
     seeds: int
@@ -156,8 +157,13 @@ class PairedDifference:
         return asdict(self)
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
-    """Compare two models' per-seed success rates (`a[i]` and `b[i]` on the same seed i).
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], limits: tuple[float, float] | None = (-1.0, 1.0)
+) -> PairedDifference:
+    """Compare two models' per-seed values (`a[i]` and `b[i]` on the same seed i).
+
+    `limits` cuts the interval to the range the difference can take: (-1, 1) for rates (the
+    default), None for unbounded numbers such as returns.
 
     Example:
         >>> d = paired_difference([1, 1, 1, 0], [0, 0, 1, 0])
@@ -165,7 +171,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
         (0.5, 2, 0, 0.5)
     """
     if len(a) != len(b):
-        raise ValueError(f"paired seeds: {len(a)} rates for A, {len(b)} for B")
+        raise ValueError(f"paired seeds: {len(a)} values for A, {len(b)} for B")
     diffs = [x - y for x, y in zip(a, b, strict=True)]
     mean, se = mean_and_se(diffs)
     if len(diffs) >= 2 and se > 0:
@@ -176,8 +182,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     return PairedDifference(
         seeds=len(diffs),
         difference=mean,
-        low=max(-1.0, mean - half),  # a difference of success rates lies in [-1, 1]
-        high=min(1.0, mean + half),
+        low=mean - half if limits is None else max(limits[0], mean - half),
+        high=mean + half if limits is None else min(limits[1], mean + half),
         a_better=a_better,
         b_better=b_better,
         p_value=binomial_two_sided_p(a_better, a_better + b_better),

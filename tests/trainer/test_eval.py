@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,13 +14,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
 from turngym.trainer.config import RecipeError
 from turngym.trainer.eval_run import EvalModel, parse_model, read_records, run_suite
-from turngym.trainer.report import pick_transcripts, summarize, write_report
+from turngym.trainer.report import (
+    Report,
+    comparison_rows,
+    markdown,
+    pick_transcripts,
+    print_table,
+    report_to_dict,
+    summarize,
+    table_rows,
+    write_report,
+)
 from turngym.trainer.seeds import EVAL_SEED_BASE
-from turngym.trainer.stats import pass_at_k, wilson_interval
+from turngym.trainer.stats import pass_at_k, t_quantile, wilson_interval
 from turngym.trainer.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,11 +133,92 @@ def test_report_statistics_on_constructed_episodes() -> None:
     assert s.turns == pytest.approx((1 + 2 + 3 + 9) / 6) and s.invalid_rate == pytest.approx(6 / 15)
     assert s.truncation_rate == pytest.approx(4 / 6) and s.stop_reasons == {"terminated": 2 / 6, "truncated": 4 / 6}
     assert s.reward == pytest.approx(2 / 6) and s.components["won"][0] == pytest.approx(2 / 6)
-    d = report.comparisons[("A", "e")]  # A - B per seed: 2/3 - 1/3, 0 - 1/3
+    d = report.comparisons[("A", "e")]["success"]  # A - B per seed: 2/3 - 1/3, 0 - 1/3
     assert d.difference == pytest.approx(0.0) and (d.a_better, d.b_better) == (1, 1) and d.p_value == 1.0
     assert report.overall["A"]["success"] == pytest.approx(2 / 6)
     best, *_ = pick_transcripts(a)
     assert best[0].startswith("best (seed 1, episode 0, return +1)")
+
+
+def invalid_episode(invalid: int, turns: int = 6) -> Trajectory:
+    """A lost episode whose first `invalid` turns were invalid, each worth -1 (no other reward)."""
+    records = [
+        TurnRecord("a", "f", {"invalid": float(k < invalid)}, -float(k < invalid),
+                   {"won": False, "invalid_action": k < invalid}, 0, 0, "stop")
+        for k in range(turns)
+    ]  # fmt: skip
+    return Trajectory([], [], [], records, 0, -float(invalid), {"invalid": float(invalid)}, False, True, "truncated")
+
+
+def fewer_invalid_turns_report() -> Report:
+    """4 seeds, 1 episode each, neither model wins: the baseline 5 of 6 turns invalid, the trained 3, 3, 2, 4."""
+    suite = load_suite(tiny_suite(num_seeds=4, episodes_per_seed=1, sampling={"temperature": 0.0},
+                                  envs=[{"id": "turngym/Mastermind-v0", "name": "e"}]))  # fmt: skip
+    seeds = suite.seeds_of(suite.envs[0])
+    played = {"base": [5, 5, 5, 5], "runs/a-long-run-name/step-000024": [3, 3, 2, 4]}
+    records = [
+        {"model": m, "env": "e", "seed": s, "group": TrajectoryGroup("e", s, [invalid_episode(n)]).to_dict()}
+        for m, counts in played.items()
+        for s, n in zip(seeds, counts, strict=True)
+    ]
+    return summarize(records, suite.to_dict(), list(played))
+
+
+def test_the_comparison_pairs_return_and_invalid_turns_not_only_success() -> None:
+    report = fewer_invalid_turns_report()
+    trained = "runs/a-long-run-name/step-000024"
+    assert (report.stats[("base", "e")].invalid_rate, report.stats[(trained, "e")].invalid_rate) == pytest.approx(
+        (20 / 24, 12 / 24)
+    )  # 83% and 50% of the turns
+    d = report.comparisons[(trained, "e")]
+    assert list(d) == ["success", "reward", "invalid_rate"]
+    assert (d["success"].difference, d["success"].a_better, d["success"].b_better) == (0.0, 0, 0)
+    half = t_quantile(0.975, 3) * math.sqrt(2 / 3 / 4)  # per-seed return differences 2, 2, 3, 1: s^2 = 2/3
+    r = d["reward"]  # not cut to [-1, 1]: returns are not rates
+    assert (r.difference, r.a_better, r.b_better, r.p_value) == (2.0, 4, 0, 2 * 0.5**4)
+    assert (r.low, r.high) == pytest.approx((2 - half, 2 + half))
+    i = d["invalid_rate"]  # per-seed differences -2/6, -2/6, -3/6, -1/6: the return's divided by -6
+    assert (i.difference, i.a_better, i.b_better) == (pytest.approx(-1 / 3), 0, 4)
+    assert (i.low, i.high) == pytest.approx((-1 / 3 - half / 6, -1 / 3 + half / 6))
+    header, rows = comparison_rows(report)
+    assert [row[2:4] for row in rows] == [
+        ["success", "+0.0% (+0.0% to +0.0%)"],
+        ["return", f"+2 (+{2 - half:.3g} to +{2 + half:.3g})"],
+        ["invalid turns", f"-33.3% ({-1 / 3 - half / 6:+.1%} to {-1 / 3 + half / 6:+.1%})"],
+    ]
+    text = markdown(report)
+    assert all("| " + " | ".join(row) + " |" in text for row in rows) and " | ".join(header) in text
+    [record] = report_to_dict(report)["comparisons"]  # success stays at the top level, as older readers expect
+    assert (record["difference"], record["seeds"]) == (0.0, 4) and record["invalid_rate"] == i.to_dict()
+    assert record["reward"] == r.to_dict()
+
+
+def test_reward_components_are_labelled_unweighted_sums_in_the_report() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from turngym.trainer.report_plots import _components
+
+    report = fewer_invalid_turns_report()  # invalid: 5 and 3 invalid turns per episode, whatever their weight
+    assert "| components (unweighted sum per episode, mean ± SE) |" in markdown(report)
+    assert "| e | base | invalid 5 ± 0 |" in markdown(report)
+    fig = _components(plt, report)
+    assert fig.axes[0].get_ylabel() == "unweighted sum per episode\n(mean ± SE)"
+    plt.close(fig)
+
+
+def test_the_eval_table_is_not_cut_to_80_columns_when_piped(monkeypatch) -> None:
+    """Piped (`| tee`, CI logs), rich would make an 80-column console and cut or wrap the table's rows."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    report = fewer_invalid_turns_report()
+    piped = io.StringIO()
+    print_table(report, Console(file=piped))
+    lines = piped.getvalue().splitlines()
+    printed = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    assert printed == table_rows(report)[1] + comparison_rows(report)[1]  # one line per row, every cell whole
+    assert max(len(line) for line in lines) > 80
 
 
 def test_quick_suite_report_through_real_vllm_has_every_section(vllm_tiny, tiny_model_dir, tmp_path) -> None:

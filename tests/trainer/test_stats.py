@@ -76,3 +76,12 @@ def test_paired_difference_on_a_constructed_example() -> None:
     assert d.p_value == pytest.approx(2 * (1 + 7) / 2**7)  # McNemar exact: 1 of 7 discordant seeds
     with pytest.raises(ValueError, match="paired seeds"):
         paired_difference([1, 0], [1])
+
+
+def test_paired_difference_of_returns_is_not_cut_to_the_range_of_rates() -> None:
+    # per-seed returns: A - B = 2, 2, 3, 1 (a return difference can exceed 1)
+    d = paired_difference([-3, -3, -2, -4], [-5, -5, -5, -5], limits=None)
+    half = 3.182446 * math.sqrt((0 + 0 + 1 + 1) / 3 / 4)  # t(0.975, 3) * s / sqrt(n), s^2 = 2/3
+    assert (d.difference, d.a_better, d.b_better, d.p_value) == (2.0, 4, 0, 2 * 0.5**4)
+    assert (d.low, d.high) == pytest.approx((2 - half, 2 + half), abs=1e-5)  # 0.70 to 3.30
+    assert paired_difference([-3, -3, -2, -4], [-5, -5, -5, -5]).high == 1.0  # rates (the default) are cut

@@ -1,8 +1,10 @@
-"""Trainer building blocks without a model: seeds, micro-batch planning, importance weights, schedule, metrics."""
+"""Trainer building blocks without a model: seeds, micro-batches, importance weights, schedule, metrics, plots."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +227,125 @@ def test_an_older_runs_evaluation_record_reads_as_env_stats() -> None:
     )
     assert stats.summary() == "25.0% (1/4, 95% CI 5.0%-70.0%)" and math.isnan(stats.reward_se)
     assert EnvStats.from_dict(stats.to_dict()) == stats  # the current format round-trips
+
+
+def test_a_record_from_before_returns_were_paired_reads_and_compares_success_only() -> None:
+    """An eval.jsonl line or report.json result written before per-seed returns and invalid rates were kept."""
+    from turngym.trainer.report import EnvStats, compare
+
+    fields = {
+        "model": "policy", "env": "e", "seeds": 2, "episodes": 2, "successes": 1, "success": 0.5, "low": 0.1,
+        "high": 0.9, "pass_at": {"1": 0.5}, "reward": 0.5, "reward_se": 0.5, "components": {"won": [0.5, 0.5]},
+        "turns": 2.0, "sampled_tokens": None, "invalid_rate": 0.25, "truncation_rate": 0.5,
+        "stop_reasons": {"terminated": 1.0}, "failed": 0,
+    }  # fmt: skip
+    a = EnvStats.from_dict({**fields, "per_seed_success": {"1": 1.0, "2": 0.0}})
+    b = EnvStats.from_dict({**fields, "per_seed_success": {"1": 0.0, "2": 0.0}})
+    assert (a.per_seed_success, a.per_seed_reward, a.per_seed_invalid_rate) == ({1: 1.0, 2: 0.0}, {}, {})
+    differences = compare(a, b)
+    assert list(differences) == ["success"] and differences["success"].difference == 0.5  # (1 + 0) / 2
+
+
+def test_reward_component_metrics_are_unweighted_sums_over_the_episode(tiny_model_dir) -> None:
+    """What the plots' `reward/<name>` panels say: `reward/invalid` counts invalid turns; weights apply to `reward`."""
+    from transformers import AutoTokenizer
+
+    from turngym.agent import ScriptedGenerator, collect_groups
+    from turngym.envs.guess_number import INVALID_WEIGHT
+    from turngym.trainer.metrics import rollout_metrics
+
+    generator = ScriptedGenerator(AutoTokenizer.from_pretrained(tiny_model_dir), lambda prompt: "no idea")
+    groups = collect_groups("turngym/GuessNumber-v0", [0, 1], 2, generator, max_turns=3, progress=False)
+    metrics = rollout_metrics(groups)  # every one of the 3 turns of every episode is invalid
+    assert metrics["reward/invalid"] == 3.0 and metrics["invalid_rate"] == 1.0
+    assert metrics["reward"] == pytest.approx(3 * INVALID_WEIGHT)
+
+
+def fake_run(path: Path, steps: int) -> Path:
+    """A run directory whose metrics.jsonl has `steps` steps of a reward, its components and the time split."""
+    path.mkdir(parents=True)
+    records = [
+        {"step": s, "reward": 0.1 * s, "reward_std": 0.05, "reward/won": 0.1 * s, "reward/invalid": 2.0,
+         "invalid_rate": 0.5, "time/rollout": 30.0, "time/update": 60.0, "time/sync": 0.5}
+        for s in range(1, steps + 1)
+    ]  # fmt: skip
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_an_overlay_goes_to_its_own_folder_and_leaves_each_runs_plots_alone(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from turngym.cli import app
+    from turngym.trainer.plot import plot_runs
+
+    monkeypatch.chdir(tmp_path)
+    fake_run(tmp_path / "runs" / "a", 3)
+    fake_run(tmp_path / "runs" / "b", 5)
+    own = plot_runs(["runs/a"])
+    assert [str(p) for p in own] == ["runs/a/plots/reward.png", "runs/a/plots/success.png", "runs/a/plots/time.png"]
+    before = {p: p.read_bytes() for p in own}
+    result = CliRunner().invoke(app, ["plot", "runs/a", "runs/b"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"plots/compare-a-b/{n}.png" for n in ("reward", "success", "time")]
+    assert all(p.read_bytes() == data for p, data in before.items())  # run a's own plots are untouched
+    assert sorted((tmp_path / "runs" / "a" / "plots").iterdir()) == sorted(tmp_path / p for p in own)
+    for name in ("c", "d"):
+        fake_run(tmp_path / "runs" / name, 2)
+    four = plot_runs(["runs/a", "runs/b", "runs/c", "runs/d"])
+    assert four[0] == Path("plots/compare-a-b-c-and-1-more/reward.png")
+
+
+def drawn_pixels(run_dir: Path, color: str = "C0") -> dict[str, int]:
+    """Panel title -> pixels of `color` in that panel alone, for a one-run plot (legends removed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+
+    from turngym.trainer.metrics import read_metrics
+    from turngym.trainer.plot import _draw, _figures, _series
+
+    runs = {"run": _series(read_metrics(run_dir))}
+    counts = {}
+    for panels in _figures(runs).values():
+        for panel in (p for p in panels if any(key in runs["run"] for key in p["keys"])):
+            fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+            _draw(ax, panel, runs)
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()  # its samples are drawn even where the data are not
+            fig.canvas.draw()
+            pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+            counts[panel["title"]] = int((np.abs(pixels - np.array(to_rgb(color)) * 255).max(axis=-1) <= 8).sum())
+            plt.close(fig)
+    return counts
+
+
+def test_a_one_step_run_draws_every_series_it_has(tmp_path) -> None:
+    """A line through one point is invisible, and so are a band and a stack over one step: markers show them."""
+    counts = drawn_pixels(fake_run(tmp_path / "run", 1))
+    assert set(counts) >= {"reward per episode", "seconds per step", "invalid actions"}
+    assert all(n > 0 for n in counts.values()), counts
+
+
+def test_a_one_step_panel_has_whole_step_ticks() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from turngym.trainer.plot import _draw
+
+    fig, ax = plt.subplots()
+    _draw(ax, {"title": "reward", "keys": ["reward"], "ylabel": "reward"}, {"run": {"reward": ([1], [0.5])}})
+    assert ax.get_xlim() == (0, 2) and list(ax.get_xticks()) == [0, 1, 2]  # not 0.95, 0.975, ...
+    plt.close(fig)
+
+
+def test_reward_component_panels_say_they_are_unweighted_sums() -> None:
+    from turngym.trainer.plot import _figures
+
+    runs = {"run": {"reward/invalid": ([1], [2.0]), "reward": ([1], [0.0])}}
+    [panel] = [p for p in _figures(runs)["reward"] if p["keys"] == ["reward/invalid"]]
+    assert panel["title"] == "reward/invalid: unweighted sum per episode"
