@@ -5,7 +5,7 @@ when an env is made: importing this package does not import textarena, reasoning
 """
 
 from turngym.envs.adapter import GymnasiumTextEnv
-from turngym.envs.checker import CheckResult, EnvCheckError, check_env
+from turngym.envs.checker import CheckOptions, CheckResult, EnvCheckError, check_env, run_checks
 from turngym.envs.core import AnyText, TextEnv, Turn, last_boxed, last_bracketed, parse_int
 from turngym.envs.registration import (
     REASONING_GYM_PREFIX,
@@ -48,6 +48,7 @@ __all__ = [
     "REASONING_GYM_PREFIX",
     "TEXTARENA_PREFIX",
     "AnyText",
+    "CheckOptions",
     "CheckResult",
     "EnvCheckError",
     "EnvInfo",
@@ -63,4 +64,5 @@ __all__ = [
     "parse_int",
     "register",
     "registry",
+    "run_checks",
 ]

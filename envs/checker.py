@@ -1,8 +1,10 @@
 """`check_env`: turngym's checker for text environments, built from small named checks.
 
 Each check returns a `CheckResult`; `check_env` runs them all (a failing check does not stop the
-others) and raises `EnvCheckError` listing every failure. `check_gymnasium` runs Gymnasium's own
-checker and reports its warnings.
+others, but the checks that play episodes are skipped when `reset` fails) and raises
+`EnvCheckError` listing every failure. `run_checks` is the same with its options in one
+`CheckOptions`, including a progress callback for slow envs. `check_gymnasium` runs Gymnasium's
+own checker and reports its warnings.
 """
 
 from __future__ import annotations
@@ -14,24 +16,41 @@ import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium
 import numpy as np
 
+from turngym.envs.core import TextEnv, count_of
 from turngym.envs.fuzz import fuzz_actions
 
 SEEDS = (0, 1, 12345)
 PROBE_ACTIONS = ("[1]", "[up]", "hello", "[crane]", "\\boxed{2}", "[1 2 3 4]", "")
+RESET_CHECK = "reset returns (str, dict)"  # the checks that play episodes are skipped when this one fails
+SKIPPED_DETAIL = f"skipped: it needs reset(), and {RESET_CHECK!r} failed"
+# Gymnasium warnings a user cannot act on: turngym checks render modes itself (see _check_render_modes)
+UNACTIONABLE_WARNINGS = ("not having a spec",)
+FUZZ_PROGRESS_EVERY_S = 10.0  # how often the fuzz check reports how far it got (to the progress callback)
+# Frames in these files are the checker's and the base classes' own, never where the env went wrong
+_OWN_FILES = tuple(str(Path(__file__).with_name(name)) for name in ("checker.py", "core.py", "adapter.py", "fuzz.py"))
 
 
 @dataclass
 class CheckResult:
-    """The outcome of one named check."""
+    """The outcome of one named check.
+
+    Attributes:
+        name: what was checked, e.g. `reset is deterministic per seed`.
+        passed: the check ran and passed.
+        detail: what it found (a failure's message, or a summary).
+        skipped: the check did not run because one it depends on failed (`passed` is then False).
+    """
 
     name: str
     passed: bool
     detail: str = ""
+    skipped: bool = False
 
 
 class EnvCheckError(AssertionError):
@@ -39,8 +58,30 @@ class EnvCheckError(AssertionError):
 
     def __init__(self, results: list[CheckResult]) -> None:
         self.results = results
-        failed = [r for r in results if not r.passed]
-        super().__init__("env check failed:\n" + "\n".join(f"- {r.name}: {r.detail}" for r in failed))
+        failed = [r for r in results if not r.passed and not r.skipped]
+        skipped = [r.name for r in results if r.skipped]
+        lines = [f"- {r.name}: {r.detail}" for r in failed]
+        if skipped:
+            lines.append(f"({count_of(len(skipped), 'check')} skipped: {', '.join(skipped)})")
+        super().__init__("env check failed:\n" + "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """What `run_checks` runs, and where it reports progress."""
+
+    fuzz: int = 1000
+    """How many fuzzed actions to try."""
+    seed: int = 0
+    """Seed for the fuzzed actions and episode resets."""
+    gymnasium_checker: bool = True
+    """Also run Gymnasium's checker (see `check_gymnasium`) as the last check."""
+    gymnasium_env: Any = None
+    """The instance Gymnasium's checker gets (e.g. one made through `gymnasium.make`, so it has a
+    spec); default: the env being checked."""
+    progress: Callable[[str], None] | None = None
+    """Called with one line as each check starts and as it ends (`check 3/11: ... pass in 0.2 s`), and
+    every `FUZZ_PROGRESS_EVERY_S` seconds during the fuzzed actions."""
 
 
 def check_env(
@@ -53,12 +94,14 @@ def check_env(
 ) -> list[CheckResult]:
     """Check a text env against turngym's contract, then with Gymnasium's own checker.
 
-    Checks: spaces and reward weights; reset types; same seed -> same first observation; same
-    seed and actions -> same transitions; step types, finite rewards, reward = weighted sum of the
-    components; the turn limit; stepping after the end; the env's own `valid_action()` is accepted
-    and not every action hits the same internal error (`metrics["env_error"]`); `fuzz` random and adversarial actions
-    (empty, 1 MB, unicode, control characters, prompt-injection text) without an exception, with
-    a finite reward and non-empty feedback; `gymnasium.utils.env_checker.check_env`.
+    Checks: spaces and reward weights; declared render modes are implemented; reset types; same
+    seed -> same first observation; same seed and actions -> same transitions; step types, finite
+    rewards, reward = weighted sum of the components; the turn limit; stepping after the end; the
+    env's own `valid_action()` is accepted and not every action hits the same internal error
+    (`metrics["env_error"]`); `fuzz` random and adversarial actions (empty, 1 MB, unicode, control
+    characters, prompt-injection text) without an exception, with a finite reward and non-empty
+    feedback; `gymnasium.utils.env_checker.check_env`. When `reset` fails, the checks that play
+    episodes are reported as skipped rather than failing with the same error again.
 
     Args:
         env: the environment (a `TextEnv` or any Gymnasium env with the same text contract).
@@ -70,55 +113,105 @@ def check_env(
     Returns:
         One `CheckResult` per check.
     """
+    results = run_checks(env, CheckOptions(fuzz=fuzz, seed=seed, gymnasium_checker=gymnasium_checker))
+    if raise_on_failure and not all(r.passed for r in results):
+        raise EnvCheckError(results)
+    return results
+
+
+def run_checks(env: gymnasium.Env, options: CheckOptions | None = None) -> list[CheckResult]:
+    """Run `check_env`'s checks with `options`, never raising for a failed check.
+
+    Args:
+        env: the environment (a `TextEnv` or any Gymnasium env with the same text contract).
+        options: fuzzing, Gymnasium's checker and the progress callback (default `CheckOptions()`).
+
+    Returns:
+        One `CheckResult` per check; skipped checks have `skipped=True`.
+    """
     from turngym.envs.adapter import as_text_env
 
+    options = options or CheckOptions()
     if isinstance(env, type) or not (callable(getattr(env, "reset", None)) and callable(getattr(env, "step", None))):
         shown = env.__name__ if isinstance(env, type) else type(env).__name__
         raise TypeError(
             f"check_env takes an env instance, got {shown}; make one first, e.g. turngym.make('turngym/GuessNumber-v0')"
         )
     env = as_text_env(env)  # a plain Gymnasium text env is checked as turngym plays it
-    checks: list[tuple[str, Callable[[], str]]] = [
+    checks = _checks(env, options)
+    report = options.progress or _no_progress
+    results: list[CheckResult] = []
+    for number, (name, check) in enumerate(checks, 1):
+        label = f"check {number}/{len(checks)}: {name}"
+        if name not in _NEED_NO_RESET and any(r.name == RESET_CHECK and not r.passed for r in results):
+            results.append(CheckResult(name, False, SKIPPED_DETAIL, skipped=True))
+            report(f"{label}: skipped")
+            continue
+        report(f"{label} ...")
+        start = time.perf_counter()
+        results.append(_run_check(name, check))
+        report(f"{label}: {'pass' if results[-1].passed else 'FAIL'} in {time.perf_counter() - start:.1f} s")
+    return results
+
+
+_NEED_NO_RESET = ("spaces and reward weights", "render modes", RESET_CHECK)
+
+
+def _no_progress(line: str) -> None:
+    """The progress callback when none is given."""
+
+
+def _checks(env: TextEnv, options: CheckOptions) -> list[tuple[str, Callable[[], str | CheckResult]]]:
+    """The named checks, in order; each returns its detail (or a whole `CheckResult`) or raises."""
+    fuzz, seed = options.fuzz, options.seed
+    checks: list[tuple[str, Callable[[], str | CheckResult]]] = [
         ("spaces and reward weights", lambda: _check_attributes(env)),
-        ("reset returns (str, dict)", lambda: _check_reset(env)),
+        ("render modes", lambda: _check_render_modes(env)),
+        (RESET_CHECK, lambda: _check_reset(env)),
         ("reset is deterministic per seed", lambda: _check_reset_determinism(env)),
         ("steps are deterministic per seed", lambda: _check_step_determinism(env)),
         ("step types and weighted reward", lambda: _check_steps(env)),
         ("turn limit ends the episode", lambda: _check_turn_limit(env)),
         ("step after the end", lambda: _check_step_after_end(env)),
         ("actions reach the env", lambda: _check_actions_reach_the_env(env, seed)),
-        (f"{fuzz} fuzzed actions", lambda: _check_fuzz(env, fuzz, seed)),
+        (f"{fuzz} fuzzed actions", lambda: _check_fuzz(env, fuzz, seed, options.progress or _no_progress)),
     ]
-    results = []
-    for name, check in checks:
-        try:
-            results.append(CheckResult(name, True, check()))
-        except Exception as err:  # a failing check is reported, and the others still run
-            where = traceback.extract_tb(err.__traceback__)[-1]
-            results.append(
-                CheckResult(name, False, f"{type(err).__name__}: {err} (at {where.filename}:{where.lineno})")
-            )
-    if gymnasium_checker:
-        results.append(check_gymnasium(env))
-    if raise_on_failure and not all(r.passed for r in results):
-        raise EnvCheckError(results)
-    return results
+    if options.gymnasium_checker:
+        target = env if options.gymnasium_env is None else options.gymnasium_env
+        checks.append(("gymnasium env_checker", lambda: check_gymnasium(target)))
+    return checks
+
+
+def _run_check(name: str, check: Callable[[], str | CheckResult]) -> CheckResult:
+    """Run one check; a failure becomes its result (the others still run)."""
+    try:
+        outcome = check()
+    except Exception as err:  # a failing check is reported, and the others still run
+        return CheckResult(name, False, _failure_detail(err))
+    return outcome if isinstance(outcome, CheckResult) else CheckResult(name, True, outcome)
+
+
+def _failure_detail(err: Exception) -> str:
+    """A check's own verdict as its message; an error raised in the env as `Type: message (at file:line)`."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if isinstance(err, AssertionError) and frames and frames[-1].filename == __file__:
+        return str(err)
+    theirs = [frame for frame in frames if frame.filename not in _OWN_FILES]
+    where = f" (at {theirs[-1].filename}:{theirs[-1].lineno})" if theirs else ""
+    return f"{type(err).__name__}: {err}{where}"
 
 
 def check_gymnasium(env: gymnasium.Env) -> CheckResult:
-    """Run `gymnasium.utils.env_checker.check_env`; its warnings are listed in the detail."""
+    """Run `gymnasium.utils.env_checker.check_env`; its warnings are listed in the detail.
+
+    A plain Gymnasium env that declares spaces is checked as its author wrote it; one without
+    spaces is checked through turngym's adapter (`GymnasiumTextEnv`, whose spaces admit any text),
+    which is how turngym plays it. Warnings a user cannot act on (no spec to re-make the env in
+    other render modes) are left out: `check_env` checks render modes itself.
+    """
     from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
-    from turngym.envs.adapter import GymnasiumTextEnv
-
-    note = ""
-    if isinstance(env, GymnasiumTextEnv):
-        raw = env.env.unwrapped if isinstance(env.env, gymnasium.Env) else env.env
-        if getattr(raw, "observation_space", None) is not None and getattr(raw, "action_space", None) is not None:
-            env = env.env  # check the plain env as its author wrote it
-        else:
-            note = "the env declares no spaces, so turngym's adapter (AnyText spaces) was checked; "
-
+    env, note = _gymnasium_target(env)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -129,12 +222,31 @@ def check_gymnasium(env: gymnasium.Env) -> CheckResult:
                 hint = " (text envs: use turngym.envs.AnyText() spaces, which admit any string)"
             return CheckResult("gymnasium env_checker", False, f"{type(err).__name__}: {err}{hint}")
     notes = sorted({re.sub(r"\x1b\[[0-9;]*m", "", str(w.message)) for w in caught})  # drop colour codes
+    notes = [n for n in notes if not any(phrase in n for phrase in UNACTIONABLE_WARNINGS)]
     return CheckResult("gymnasium env_checker", True, note + ("; ".join(notes) or "no warnings"))
+
+
+def _gymnasium_target(env: Any) -> tuple[Any, str]:
+    """The env Gymnasium's checker should get, and a note when that is turngym's adapter."""
+    from turngym.envs.adapter import GymnasiumTextEnv, as_text_env
+
+    raw = env.env if isinstance(env, GymnasiumTextEnv) else env
+    if isinstance(raw, TextEnv):
+        return raw, ""
+    inner = raw.unwrapped if isinstance(raw, gymnasium.Env) else raw
+    if getattr(inner, "observation_space", None) is not None and getattr(inner, "action_space", None) is not None:
+        return raw, ""  # check the plain env as its author wrote it
+    adapter = env if isinstance(env, GymnasiumTextEnv) else as_text_env(raw)
+    return adapter, "the env declares no spaces, so turngym's adapter (AnyText spaces) was checked; "
 
 
 def _check_attributes(env: gymnasium.Env) -> str:
     weights = getattr(env, "reward_weights", None)
-    assert isinstance(weights, dict) and weights, "env.reward_weights must be a non-empty dict of component -> weight"
+    assert weights, (
+        f"{type(env).__name__} has no reward components: declare default_reward_weights in the class, one "
+        "entry per component on_step reports, e.g. default_reward_weights = {'won': 1.0, 'invalid': -0.1}"
+    )
+    assert isinstance(weights, dict), f"env.reward_weights must be a dict of component -> weight, got {weights!r:.80}"
     assert all(isinstance(w, (int, float)) and math.isfinite(w) for w in weights.values()), (
         "reward weights must be finite numbers"
     )
@@ -142,6 +254,30 @@ def _check_attributes(env: gymnasium.Env) -> str:
     for space in (env.observation_space, env.action_space):
         assert space.contains("any text, even \x00 and 😀"), f"{space} must admit any string"
     return f"components {sorted(weights)}, max_turns {env.max_turns}"
+
+
+def _check_render_modes(env: gymnasium.Env) -> str:
+    """Every render mode the env's metadata declares has a `render()` that produces it."""
+    from turngym.envs.adapter import GymnasiumTextEnv
+
+    own = env.env.unwrapped if isinstance(env, GymnasiumTextEnv) and isinstance(env.env, gymnasium.Env) else env
+    if isinstance(env, GymnasiumTextEnv) and own is env:
+        return "the wrapped env is not a gymnasium.Env; turngym's adapter renders 'ansi'"
+    name = type(own).__name__
+    modes = list((getattr(own, "metadata", None) or {}).get("render_modes") or [])
+    if not modes:
+        return "none declared"
+    render = next((cls for cls in type(own).__mro__ if "render" in vars(cls)), None)
+    assert render not in (None, gymnasium.Env), (
+        f"{name}.metadata declares render_modes {modes} but {name} does not implement render(); "
+        "implement render() or declare metadata = {'render_modes': []}"
+    )
+    unrendered = [mode for mode in modes if mode != "ansi"] if render is TextEnv else []
+    assert not unrendered, (
+        f"{name}.metadata declares render_modes {modes} but TextEnv.render() only renders 'ansi'; "
+        f"override render() for {unrendered} or remove them from metadata['render_modes']"
+    )
+    return f"{modes} declared, render() implemented by {render.__name__}"
 
 
 def _check_reset(env: gymnasium.Env) -> str:
@@ -285,15 +421,19 @@ def _check_actions_reach_the_env(env: gymnasium.Env, seed: int, n_fuzzed: int = 
     return "; ".join(notes)
 
 
-def _check_fuzz(env: gymnasium.Env, n: int, seed: int) -> str:
+def _check_fuzz(env: gymnasium.Env, n: int, seed: int, progress: Callable[[str], None]) -> str:
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     episodes, start = 1, time.perf_counter()
-    for action in fuzz_actions(rng, n):
+    reported = start
+    for done, action in enumerate(fuzz_actions(rng, n), 1):
         transition = env.step(action)
         _check_transition(env, action, transition)
         if transition[2] or transition[3]:
             env.reset(seed=int(rng.integers(2**31)))
             episodes += 1
+        if time.perf_counter() - reported >= FUZZ_PROGRESS_EVERY_S:  # slow envs take minutes here
+            reported = time.perf_counter()
+            progress(f"  {done} of {n} fuzzed actions over {episodes} episodes in {reported - start:.0f} s")
     rate = n / max(time.perf_counter() - start, 1e-9)
     return f"{n} actions over {episodes} episodes, {rate:,.0f} actions/s"

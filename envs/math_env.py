@@ -17,6 +17,7 @@ from turngym.envs.problems import MAX_DIFFICULTY, Problem, arithmetic_problem, l
 
 FORMAT_WEIGHT = 0.1  # reward for giving an answer in the required format, right or wrong
 MAX_ANSWER_CHARS = 10_000
+SOURCES = ("arithmetic", "word", "jsonl", "reasoning_gym")  # MathVerify's problem sources
 
 
 def extract_answer(text: str, answer_format: str) -> str | None:
@@ -130,8 +131,9 @@ class MathVerify(QuestionAnswerEnv):
             `turngym.envs.problems`), `"jsonl"` (a file of `{"question", "answer"}` lines, given
             by `path`), or `"reasoning_gym"` (the reasoning-gym task named by `task`).
         difficulty: 1 to 5 for the procedural sources.
-        path: the JSONL file for `source="jsonl"`.
-        task: the reasoning-gym dataset name for `source="reasoning_gym"` (e.g. `"gsm_symbolic"`).
+        path: the JSONL file for `source="jsonl"` (an error with any other source).
+        task: the reasoning-gym dataset name for `source="reasoning_gym"` (e.g. `"gsm_symbolic"`;
+            an error with any other source).
         **kwargs: `max_attempts`, `answer_format` (see `QuestionAnswerEnv`), `reward_weights`.
 
     Equivalent forms count: `1/2`, `0.5` and `\frac12` are the same answer; so are intervals and
@@ -147,6 +149,14 @@ class MathVerify(QuestionAnswerEnv):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}; use 'arithmetic', 'word', 'jsonl' or 'reasoning_gym'")
+        for name, value, needs in (("path", path, "jsonl"), ("task", task, "reasoning_gym")):
+            if value is not None and source != needs:  # it would be ignored: problems from `source` instead
+                raise ValueError(
+                    f"MathVerify: {name}={str(value)!r} is read only with source={needs!r} (source is {source!r}); "
+                    f"set source={needs!r} or drop {name}"
+                )
         self.source, self.difficulty = source, difficulty
         self._problems: tuple[Problem, ...] | None = None
         self._dataset = None
@@ -160,11 +170,8 @@ class MathVerify(QuestionAnswerEnv):
             from turngym.envs.reasoning_gym_env import create_dataset
 
             self._dataset = create_dataset(task)
-        elif source in ("arithmetic", "word"):
-            if not 1 <= difficulty <= MAX_DIFFICULTY:
-                raise ValueError(f"difficulty must be in 1..{MAX_DIFFICULTY}, got {difficulty}")
-        else:
-            raise ValueError(f"unknown source {source!r}; use 'arithmetic', 'word', 'jsonl' or 'reasoning_gym'")
+        elif not 1 <= difficulty <= MAX_DIFFICULTY:  # the procedural sources, arithmetic and word
+            raise ValueError(f"difficulty must be in 1..{MAX_DIFFICULTY}, got {difficulty}")
 
     @override
     def next_problem(self) -> tuple[str, str]:

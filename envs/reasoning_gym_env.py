@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from typing_extensions import override
@@ -24,7 +23,7 @@ def create_dataset(name: str, size: int = DATASET_SIZE, **config: Any) -> Any:
     Raises:
         UnknownEnvError: no such dataset; the message lists close matches.
     """
-    from turngym.envs.registration import UnknownEnvError
+    from turngym.envs.registration import REASONING_GYM_PREFIX, UnknownEnvError, close_names, did_you_mean
 
     try:
         import reasoning_gym
@@ -32,9 +31,11 @@ def create_dataset(name: str, size: int = DATASET_SIZE, **config: Any) -> Any:
         raise ImportError(f"reasoning-gym is not installed ({err}); pip install reasoning-gym") from err
     names = sorted(reasoning_gym.factory.DATASETS)
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join('reasoning_gym/' + c for c in close)}?" if close else ""
-        raise UnknownEnvError(f"unknown reasoning-gym dataset {name!r}.{hint} Known: {', '.join(names)}")
+        hint = did_you_mean([REASONING_GYM_PREFIX + c for c in close_names(name, names)])
+        raise UnknownEnvError(
+            f"unknown reasoning-gym dataset {name!r}.{hint} "
+            f"`turngym envs list --reasoning-gym` lists all {len(names)} datasets."
+        )
     key = (name, size, repr(sorted(config.items())))
     if key not in _DATASETS:
         _DATASETS[key] = reasoning_gym.create_dataset(name, seed=0, size=size, **config)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,12 @@ from turngym.envs.core import TextEnv
 
 TEXTARENA_PREFIX = "textarena/"
 REASONING_GYM_PREFIX = "reasoning_gym/"
+# close_names: difflib similarity that counts as close, and when the best match is the only one named
+CLOSE_SCORE = 0.6
+CLEAR_SCORE = 0.85
+CLEAR_MARGIN = 0.1  # the runner-up is at least this much less similar
+PREFIX_SCORE = 0.8  # a name that starts with the word ("basic" -> "basic_arithmetic") scores at least this
+MIN_PREFIX_CHARS = 3
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ def import_class_path(target: str) -> Callable[..., Any]:
             ) from err
     if not hasattr(module, class_name):
         found = [n for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")]
-        close = difflib.get_close_matches(class_name, found, n=1)
+        close = close_names(class_name, found, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         defined = ", ".join(found) or "no classes"
         raise AttributeError(f"{module_name} has no {class_name!r}.{hint} It defines: {defined}")
@@ -211,7 +217,7 @@ def construct(factory: Callable[..., TextEnv], kwargs: dict[str, Any]) -> TextEn
         if "unexpected keyword argument" not in str(err):
             raise
         unknown = next((n for n in kwargs if f"'{n}'" in str(err)), None)
-        close = difflib.get_close_matches(unknown or "", list(accepted), n=1)
+        close = close_names(unknown or "", accepted, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise TypeError(f"{_name(factory)} has no argument {unknown!r}.{hint} It takes: {', '.join(accepted)}") from err
 
@@ -259,15 +265,52 @@ def _load(entry_point: str | Callable[..., TextEnv]) -> Callable[..., TextEnv]:
     return getattr(importlib.import_module(module), name)
 
 
+def close_names(word: str, names: Collection[str], n: int = 3) -> list[str]:
+    """Up to `n` of `names` closest to `word`, best first; only the best one when it is clearly closest.
+
+    Case is ignored, and ids compare by their name after the namespace (`gym/GuessNumber-v0` is
+    close to `turngym/GuessNumber-v0`). A name that starts with `word` counts as close
+    (`basic` -> `basic_arithmetic`), as does one within difflib's similarity cutoff (a typo).
+
+    Example:
+        >>> close_names("turngym/GuessNumbr-v0", ["turngym/GuessNumber-v0", "turngym/WordGuess-v0"])
+        ['turngym/GuessNumber-v0']
+        >>> close_names("basic", ["basic_arithmetic", "aiw", "bf"])
+        ['basic_arithmetic']
+    """
+    key = word.lower().rpartition("/")[2]
+    scores = {}
+    for name in names:
+        other = name.lower().rpartition("/")[2]
+        score = difflib.SequenceMatcher(None, key, other).ratio()
+        if len(key) >= MIN_PREFIX_CHARS and other.startswith(key):
+            score = max(score, PREFIX_SCORE)
+        if score >= CLOSE_SCORE:
+            scores[name] = score
+    ranked = sorted(scores, key=lambda name: (-scores[name], len(name), name))
+    runner_up = scores[ranked[1]] if len(ranked) > 1 else 0.0
+    if ranked and scores[ranked[0]] >= CLEAR_SCORE and runner_up < scores[ranked[0]] - CLEAR_MARGIN:
+        return ranked[:1]
+    return ranked[:n]
+
+
+def did_you_mean(close: list[str]) -> str:
+    """` Did you mean a?` / ` Did you mean a, b or c?` for `close`, or "" when it is empty."""
+    if not close:
+        return ""
+    return f" Did you mean {close[0] if len(close) == 1 else ', '.join(close[:-1]) + ' or ' + close[-1]}?"
+
+
 def _unknown_message(id: str) -> str:
     known = list(_REGISTRY)
-    close = difflib.get_close_matches(id, known, n=3, cutoff=0.5)
-    # also match on the bare name, so "GuessNumber" or "guess-number" finds turngym/GuessNumber-v0
-    bare = {k.split("/")[-1].lower(): k for k in known}
-    close += [bare[m] for m in difflib.get_close_matches(id.lower(), bare, n=3, cutoff=0.5) if bare[m] not in close]
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    namespace, slash, rest = id.partition("/")
+    # a misspelt prefix (reasoning-gym/countdown, TextArena/Wordle-v0) is the likelier mistake
+    fixed = [p + rest for p in (TEXTARENA_PREFIX, REASONING_GYM_PREFIX) if slash and close_names(namespace, [p[:-1]])]
+    close = fixed or close_names(id, known)
+    if close:
+        return f"unknown env id {id!r}.{did_you_mean(close)} `turngym envs list` shows every id."
     return (
-        f"unknown env id {id!r}.{hint} Registered ids: {', '.join(known)}; "
+        f"unknown env id {id!r}. Registered ids: {', '.join(known)}; "
         f"also '{TEXTARENA_PREFIX}<GameId>' (single-player TextArena games) and "
         f"'{REASONING_GYM_PREFIX}<dataset>' (reasoning-gym tasks), ids registered with Gymnasium, and your own "
         f"env as 'package.module:Class' or 'path/to/file.py:Class'. `turngym envs list` shows the ids."

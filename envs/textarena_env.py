@@ -4,17 +4,18 @@ TextArena's `step` returns `(done, info)` without a reward; the reward comes fro
 game ends. TextArena also seeds and draws from Python's global `random` module. This adapter runs
 every TextArena call inside the env's own saved random state, so games are reproducible per seed and
 never disturb (or depend on) other code's global random state. Some games print debug lines; those
-are discarded.
+are discarded, and so are nltk's messages while a word game tries to download its data.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import io
 import math
+import os
 import random
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,10 @@ INVALID_WEIGHT = 0.0  # TextArena's own outcome already accounts for invalid mov
 INVALID_PREFIX = "You attempted an invalid move"
 # TextArena registers each game again with other observation wrappers; we use no wrappers at all
 WRAPPER_VARIANTS = ("-raw", "-train")
+# The nltk data TextArena's word games load (its sources call nltk.download for these, and nltk.pos_tag
+# needs the tagger); one `python -m nltk.downloader` command fetches them all.
+NLTK_DATA = ("words", "averaged_perceptron_tagger_eng")
+OFFLINE_WORD_GAME = "turngym/WordGuess-v0"
 
 
 class EnvUnavailableError(RuntimeError):
@@ -66,7 +71,7 @@ class TextArenaEnv(TextEnv):
         self.game_id = game_id
         self._random_state = random.Random(0).getstate()
         self._numpy_state = np.random.RandomState(0).get_state()
-        with self._own_random_state():
+        with self._own_random_state(), _quiet_nltk():
             self.game = _construct(game_id, game_kwargs)
             self._reset_game(seed=0)  # fail now, with a clear message, not in the first episode
 
@@ -139,6 +144,32 @@ class TextArenaEnv(TextEnv):
             np.random.set_state(outer_numpy)
 
 
+@contextlib.contextmanager
+def _quiet_nltk() -> Iterator[None]:
+    """Make TextArena's `nltk.download(...)` calls quiet: no "[nltk_data] Error loading words" lines.
+
+    nltk prints download errors to the `sys.stderr` it saw when it was imported (a default
+    argument), which `redirect_stderr` cannot reach, so each call gets `quiet=True` and a private
+    stream. A missing corpus then surfaces as the game's `LookupError` (see `_unavailable`).
+    """
+    try:
+        import nltk  # textarena imports it anyway
+    except ImportError:
+        yield
+        return
+    download = nltk.download
+
+    def quiet_download(info_or_id: Any = None, download_dir: str | None = None, **kwargs: Any) -> Any:
+        return download(info_or_id, download_dir, **{**kwargs, "quiet": True, "print_error_to": io.StringIO()})
+
+    nltk.download = quiet_download
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        nltk.download = download
+
+
 def single_player_games() -> dict[str, str]:
     """TextArena's single-player game ids, each mapped to a note ("" when it runs offline).
 
@@ -187,7 +218,7 @@ def _as_reward(value: Any) -> float:
 
 def _construct(game_id: str, game_kwargs: dict[str, Any]) -> Any:
     """Build the raw game (no TextArena wrappers: we format observations ourselves)."""
-    from turngym.envs.registration import UnknownEnvError
+    from turngym.envs.registration import TEXTARENA_PREFIX, UnknownEnvError, close_names, did_you_mean
 
     try:
         from textarena.envs.registration import ENV_REGISTRY
@@ -196,9 +227,10 @@ def _construct(game_id: str, game_kwargs: dict[str, Any]) -> Any:
     spec = ENV_REGISTRY.get(game_id)
     if spec is None:
         base_ids = [i for i in ENV_REGISTRY if not i.endswith(WRAPPER_VARIANTS)]
-        close = difflib.get_close_matches(game_id, base_ids, n=5, cutoff=0.6)
-        hint = f" Did you mean: {', '.join('textarena/' + c for c in close)}?" if close else ""
-        raise UnknownEnvError(f"unknown TextArena game {game_id!r}.{hint}")
+        hint = did_you_mean([TEXTARENA_PREFIX + c for c in close_names(game_id, base_ids)])
+        raise UnknownEnvError(
+            f"unknown TextArena game {game_id!r}.{hint} `turngym envs list --textarena` lists the single-player games."
+        )
     try:
         entry = spec.entry_point
         if isinstance(entry, str):
@@ -214,7 +246,15 @@ def _unavailable(game_id: str, err: Exception) -> EnvUnavailableError:
     first_line = lines[0] if lines else ""
     if isinstance(err, LookupError) or "nltk" in str(err).lower():
         return EnvUnavailableError(
-            f"textarena/{game_id} needs data downloaded from the network (an nltk corpus), which is not "
-            f"available on this machine: {type(err).__name__}: {first_line}"
+            f"textarena/{game_id} needs nltk data from the network, which is not on this machine "
+            f"({type(err).__name__}: {first_line}); fetch it with: {nltk_download_command()} "
+            f"(or play the offline word game {OFFLINE_WORD_GAME})"
         )
     return EnvUnavailableError(f"textarena/{game_id} could not start: {type(err).__name__}: {first_line}")
+
+
+def nltk_download_command() -> str:
+    """The command that fetches every nltk package TextArena's games use, for this Python."""
+    python = sys.executable or "python"
+    relative = os.path.relpath(python) if python.startswith(os.getcwd() + os.sep) else python
+    return f"{relative} -m nltk.downloader {' '.join(NLTK_DATA)}"

@@ -51,7 +51,8 @@ class WordGuess(TextEnv):
     """Guess a secret five-letter word in `[crane]` form; each guess gets per-letter feedback.
 
     Args:
-        words: the secret words to draw from (default: the bundled common-word list).
+        words: the secret words to draw from (default: the bundled common-word list; an empty
+            list is an error, not the default).
         require_known_word: reject guesses that are not in `words` (as Wordle does). Off by
             default: any five letters are a valid guess.
 
@@ -64,9 +65,14 @@ class WordGuess(TextEnv):
 
     def __init__(self, words: Sequence[str] | None = None, require_known_word: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.words = tuple(w.lower() for w in (words or common_words()))
+        if words is not None and len(words) == 0:
+            raise ValueError(
+                "WordGuess: words is empty; give some five-letter words, e.g. words=['crane', 'slate'], "
+                "or leave words out for the bundled common-word list"
+            )
+        self.words = tuple(w.lower() for w in (common_words() if words is None else words))
         bad = [w for w in self.words if len(w) != WORD_LENGTH or not w.isascii() or not w.isalpha()]
-        if bad or not self.words:
+        if bad:
             raise ValueError(f"WordGuess needs five-letter ASCII words; bad entries: {bad[:5]}")
         self.require_known_word = require_known_word
         self._known = frozenset(self.words)

@@ -16,6 +16,9 @@ names the key, what is wrong, and the fix (with the closest valid key for a typo
     run:       steps, run directory, seeds, checkpoints, resume, logging
     eval:      held-out evaluation before, during and after training
 
+and two top-level keys: `name` (names the run directory) and `imports` (modules imported before
+the envs are made, for the env ids they register with `gymnasium.register`).
+
 The reading, overriding, checking and documenting is `turngym.trainer.schema`'s (shared with
 evaluation suites); this module holds the recipe's sections and the checks across fields.
 `recipe_reference()` renders every field with its type, default and docstring (`turngym train
@@ -25,6 +28,8 @@ evaluation suites); this module holds the recipe's sections and the checks acros
 from __future__ import annotations
 
 import copy
+import textwrap
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +38,9 @@ from typing import Any, Literal
 import yaml
 
 from turngym.algos import GRPO, OBJECTIVES, Objective
-from turngym.trainer.schema import Choice, RecipeError, Schema, json_like, load_yaml
+from turngym.trainer.schema import Choice, RecipeError, Schema, field_docs, json_like, load_yaml, type_name
 from turngym.trainer.seeds import EVAL_SEED_BASE
-from turngym.trainer.suite import load_suite, make_each
+from turngym.trainer.suite import env_name_of, import_env_module, load_suite, make_each
 
 CorrectionMode = Literal["auto", "token_truncate", "sequence_truncate", "token_mask", "sequence_mask", "none"]
 
@@ -65,8 +70,13 @@ class EnvConfig:
     """One env of the training mixture; `envs` is a list of these (a bare id string is short for `{id: ...}`)."""
 
     id: str = ""
-    """An env id (`turngym envs list`), `textarena/<GameId>`, `reasoning_gym/<dataset>`, or your own env as
-    `package.module:Class` or `path/to/file.py:Class` (a TextEnv or a plain Gymnasium text env)."""
+    """An env id (`turngym envs list`, or one a module of `imports` registers), `textarena/<GameId>`,
+    `reasoning_gym/<dataset>`, or your own env as `package.module:Class` or `path/to/file.py:Class` (a TextEnv or a
+    plain Gymnasium text env)."""
+    name: str | None = None
+    """What metrics and plots call this env (`eval/<name>/success`, `env/<name>/success`). Default: the id; for your
+    own env the class name (`path/to/anagram.py:Anagram` is `Anagram`); `<id>#<index>` when unnamed entries share
+    it. Names must differ."""
     weight: float = 1.0
     """Mixture weight: the share of each step's groups drawn from this env."""
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -211,12 +221,31 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     name: str = "run"
     """The recipe's name (default: the file's stem); names the run directory."""
+    imports: list[str] = field(default_factory=list)
+    """Modules to import before the envs are made, for the env ids they register (`gymnasium.register`), e.g.
+    `[my_pkg.envs]`. The `turngym` command finds them in the current directory (as `python -m` does) or on
+    PYTHONPATH, like `--import`."""
 
     def __post_init__(self) -> None:
         _validate(self)
         # derived
         if self.correction.mode == "auto":
             self.correction.mode = "token_truncate" if self.objective.accepts_is_weights else "none"
+
+    @property
+    def env_names(self) -> list[str]:
+        """What metrics and plots call each env entry: its `name`, else its id's (`EnvConfig.name` says how)."""
+        defaults = [env_name_of(env.id) for env in self.envs]
+        unnamed = [default for env, default in zip(self.envs, defaults, strict=True) if env.name is None]
+        names = []
+        for i, (env, default) in enumerate(zip(self.envs, defaults, strict=True)):
+            if env.name is not None:
+                names.append(env.name)
+            elif unnamed.count(default) > 1:  # one id twice in a mixture, with other kwargs
+                names.append(f"{default}#{i}")
+            else:
+                names.append(default)
+        return names
 
     @property
     def run_dir(self) -> Path:
@@ -261,7 +290,7 @@ def recipe_to_dict(config: TrainConfig, defaults: bool = True) -> dict[str, Any]
     With `defaults=False` the objective keeps only the hyperparameters that differ from its defaults.
     """
     data = RECIPE.to_plain(config, defaults)
-    order = ["name", "model", "envs", "rollout", "objective", "correction", "optimizer", "run", "eval"]
+    order = ["name", "imports", "model", "envs", "rollout", "objective", "correction", "optimizer", "run", "eval"]
     return {key: data[key] for key in order}
 
 
@@ -310,10 +339,20 @@ def _check_names_and_envs(config: TrainConfig) -> None:
     for i, env in enumerate(config.envs):
         if not env.id:
             raise RecipeError(f"envs.{i}.id", "is missing; name an env id (`turngym envs list`)")
+        if env.name is not None and not env.name.strip():
+            raise RecipeError(f"envs.{i}.name", "is empty; give a name (it keys the metrics) or drop the key")
         if env.weight <= 0:
             raise RecipeError(f"envs.{i}.weight", f"must be > 0, got {env.weight}")
         if env.max_turns is not None and env.max_turns < 1:
             raise RecipeError(f"envs.{i}.max_turns", f"must be >= 1, got {env.max_turns}")
+    names = config.env_names
+    for j, name in enumerate(names):
+        if name in names[:j]:
+            raise RecipeError(
+                f"envs.{j}.name",
+                f"{name!r} is also the name of envs.{names.index(name)}; names key the metrics "
+                f"(eval/<name>/success), so give the entries different `name:`s",
+            )
 
 
 def _check_rollout(config: TrainConfig) -> None:
@@ -437,9 +476,29 @@ SECTIONS: dict[str, type] = {
 }
 
 
+TOP_LEVEL = ("name", "imports")
+"""The recipe's keys outside any section."""
+
+
 def recipe_reference(markdown: bool = False, width: int = 88) -> str:
     """Every recipe field: `section.key`, type, default and what it does (text wrapped to `width`)."""
-    return RECIPE.reference(SECTIONS, markdown, width)
+    return _top_level_reference(markdown, width) + RECIPE.reference(SECTIONS, markdown, width)
+
+
+def _top_level_reference(markdown: bool, width: int) -> str:
+    """The keys of `TOP_LEVEL`, laid out like a section of the reference."""
+    docs, hints = field_docs(TrainConfig), typing.get_type_hints(TrainConfig)
+    defaults = {"name": "the file's stem", "imports": "[]"}
+    if markdown:
+        head = "### top level\n\nKeys outside any section.\n\n| key | type | default | meaning |\n|---|---|---|---|"
+        shown = {**defaults, "imports": "`[]`"}
+        rows = [f"| `{k}` | {type_name(hints[k])} | {shown[k]} | {docs[k]} |" for k in TOP_LEVEL]
+        return "\n".join([head, *rows, "", ""])
+    lines = ["top level: keys outside any section", ""]
+    for k in TOP_LEVEL:
+        lines.append(f"  {k} ({type_name(hints[k])}, default {defaults[k]})")
+        lines += [f"      {line}" for line in textwrap.wrap(docs[k], width - 6)]
+    return "\n".join([*lines, "", ""])
 
 
 def recipe_reference_page() -> str:
@@ -457,8 +516,11 @@ def check_envs(config: TrainConfig) -> None:
     """Make every env of the recipe and of its `eval.suite` once: a bad id or kwarg fails before any model loads.
 
     The objective's settings that name reward components (`reward_weights`, GFPO's `metric`, DAPO's
-    `filter_metric`) are checked against the components the envs declare.
+    `filter_metric`) are checked against the components the envs declare. The recipe's `imports` are
+    imported first, for the env ids they register.
     """
+    for i, module in enumerate(config.imports):
+        import_env_module(module, f"imports.{i}")
     components = make_each(config.envs)
     if components is not None:
         try:

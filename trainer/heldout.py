@@ -3,10 +3,10 @@
 There is one evaluation path, `turngym eval`'s: a suite (`turngym.trainer.suite`) is played by
 `eval_run.play` and scored by `report.env_stats` into one `EnvStats` per env. A recipe's
 `eval.suite` names a suite file; without one, `training_suite` turns `eval.episodes` into the
-built-in suite: every env of the recipe, one episode on each of `eval.episodes` held-out seeds
-(`seeds.eval_seeds`, which training never draws), sampled like the rollouts (`eval.temperature`
-if set). The seeds are the same at every evaluation, so the numbers before and after training are
-measured on the same games.
+built-in suite: every env of the recipe under its name (`TrainConfig.env_names`), one episode on
+each of `eval.episodes` held-out seeds (`seeds.eval_seeds`, which training never draws), sampled
+like the rollouts (`eval.temperature` if set). The seeds are the same at every evaluation, so the
+numbers before and after training are measured on the same games.
 """
 
 from __future__ import annotations
@@ -26,16 +26,9 @@ def training_suite(config: TrainConfig) -> SuiteConfig:
     """The suite a recipe evaluates on: `eval.suite`, or the built-in one made from `eval.episodes` (see above)."""
     if config.eval.suite is not None:
         return load_suite(config.eval.suite, check_envs=False)  # checked with the recipe
-    ids = [env.id for env in config.envs]
     envs = [
-        SuiteEnv(
-            id=env.id,
-            kwargs=env.kwargs,
-            name=env.id if ids.count(env.id) == 1 else f"{env.id}#{i}",  # one id twice in a mixture
-            max_turns=env.max_turns,
-            system_prompt=env.system_prompt,
-        )
-        for i, env in enumerate(config.envs)
+        SuiteEnv(id=env.id, kwargs=env.kwargs, name=name, max_turns=env.max_turns, system_prompt=env.system_prompt)
+        for env, name in zip(config.envs, config.env_names, strict=True)  # metrics: eval/<name>/success
     ]
     temperature = config.eval.temperature if config.eval.temperature is not None else config.rollout.temperature
     sampling = SuiteSampling(

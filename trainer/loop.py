@@ -283,7 +283,11 @@ def _collect_and_select(run: Run, cursor: SeedCursor, step: int, objective_state
 
 
 def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list[TrajectoryGroup]:
-    """One round of `groups_per_step` groups over the env mixture; this process plays its share."""
+    """One round of `groups_per_step` groups over the env mixture; this process plays its share.
+
+    Each group is named by its entry's name (`TrainConfig.env_names`), not the id it was made from,
+    so the mixture's metrics read `env/<name>/success` (an env named by file path has no path in its keys).
+    """
     config, procs = run.config, run.procs
     rollout = config.rollout
     counts = mixture_counts(
@@ -293,7 +297,7 @@ def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list
     plan = [(e, seed) for e, count in enumerate(counts) for seed in seeds[sum(counts[:e]) : sum(counts[: e + 1])]]
     mine = [plan[i] for i in procs.share(len(plan))]
     groups: list[TrajectoryGroup] = []
-    for e, env in enumerate(config.envs):
+    for e, (env, name) in enumerate(zip(config.envs, config.env_names, strict=True)):
         env_seeds = [seed for index, seed in mine if index == e]
         if not env_seeds:
             continue
@@ -303,7 +307,7 @@ def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list
         sampling = SamplingParams(
             temperature=rollout.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens, seed=sampling_seed
         )
-        groups += collect_groups(
+        played = collect_groups(
             env.id,
             env_seeds,
             rollout.group_size,
@@ -316,6 +320,7 @@ def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list
             progress=False,
             errors="record",
         )
+        groups += [TrajectoryGroup(name, g.seed, g.trajectories) for g in played]  # metrics: env/<name>/success
     return [group for part in procs.gather(groups) for group in part]
 
 

@@ -14,21 +14,27 @@ played on the same games:
       - turngym/MathVerify-v0        # a bare id is short for {id: ...}
 
 Every env entry may override `seeds` (an explicit list), `num_seeds`, `episodes_per_seed`,
-`max_turns` and `system_prompt`; `name` tells two entries of the same id apart. `load_suite`
-checks every key and value like a training recipe (unknown keys with the closest valid one, types,
-ranges) and makes each env once, so a bad id or kwarg fails before any model loads.
+`max_turns` and `system_prompt`; `name` is what reports call it (default: `env_name_of(id)`) and
+tells two entries of the same id apart. `imports: [my_pkg.envs]` names modules to import first,
+for the env ids they register (`gymnasium.register`). `load_suite` checks every key and value
+like a training recipe (unknown keys with the closest valid one, types, ranges) and makes each env
+once, so a bad id or kwarg fails before any model loads.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
+import pkgutil
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from turngym.trainer.schema import RecipeError, Schema, load_yaml
+from turngym.envs.registration import UnknownEnvError, is_class_path
+from turngym.trainer.schema import RecipeError, Schema, load_yaml, suggest
 from turngym.trainer.seeds import EVAL_SEED_BASE, eval_seeds
 
 SUITE = Schema()
@@ -44,7 +50,8 @@ class SuiteEnv:
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Constructor arguments."""
     name: str | None = None
-    """How reports name this entry (default: the id); needed when one id appears twice."""
+    """How reports name this entry (default: the id; for your own env, `module:Class` or `path/file.py:Class`, the
+    class name); needed when one id appears twice."""
     seeds: list[int] | None = None
     """Explicit env seeds (default: the suite's)."""
     num_seeds: int | None = None
@@ -60,7 +67,7 @@ class SuiteEnv:
     @property
     def label(self) -> str:
         """The name reports use."""
-        return self.name or self.id
+        return self.name if self.name is not None else env_name_of(self.id)
 
 
 @dataclass
@@ -83,6 +90,8 @@ class SuiteConfig:
 
     envs: list[SuiteEnv] = field(default_factory=list)
     """The envs to evaluate."""
+    imports: list[str] = field(default_factory=list)
+    """Modules to import before the envs are made, for the env ids they register (`gymnasium.register`)."""
     name: str = "suite"
     """The suite's name (default: the file's stem); names the output directory."""
     num_seeds: int = 32
@@ -127,7 +136,10 @@ class SuiteConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The suite as plain YAML-ready data (saved with every report)."""
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.imports:  # an evaluation directory saved before suites had `imports` still resumes
+            del data["imports"]
+        return data
 
 
 def load_suite(source: str | Path | Mapping[str, Any], check_envs: bool = True) -> SuiteConfig:
@@ -142,6 +154,8 @@ def load_suite(source: str | Path | Mapping[str, Any], check_envs: bool = True) 
         raw = load_yaml(source, "suite", "envs:, num_seeds:, ... (examples: examples/suites/*.yaml)")
         default_name = Path(source).stem
     suite = SUITE.build(SuiteConfig, {"name": default_name, **raw})
+    for i, module in enumerate(suite.imports):
+        import_env_module(module, f"imports.{i}")
     if check_envs:
         make_each(suite.envs)  # a bad id or kwarg fails before any model loads
     return suite
@@ -161,13 +175,60 @@ def make_each(envs: Sequence[Any]) -> set[str] | None:
         try:
             instance = make(env.id, **env.kwargs)
         except Exception as err:  # noqa: BLE001 (any failure to build the env is a recipe error)
-            raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}") from err
+            yours = isinstance(err, UnknownEnvError) and not env.id.startswith("turngym/")  # not a typo of ours
+            hint = " An id that a module of yours registers needs `imports: [MODULE]`." if yours else ""
+            raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}{hint}") from err
         if components is not None and not isinstance(instance, GymnasiumTextEnv):
             components |= set(instance.reward_weights)
         else:
             components = None
         instance.close()
     return components
+
+
+def env_name_of(env_id: str) -> str:
+    """The name an env goes by in metrics, reports and plots when its entry gives no `name`.
+
+    An id is its own name (`turngym/GuessNumber-v0`); your own env, `package.module:Class` or
+    `path/to/file.py:Class`, goes by its class name (`Class`): no path in metric keys and plot titles.
+    """
+    return env_id.rpartition(":")[2] if is_class_path(env_id) else env_id
+
+
+def import_env_module(module: str, key: str) -> None:
+    """Import `module` for the env ids it registers (`gymnasium.register`, `turngym.envs.register`).
+
+    It is searched on `sys.path`: the `turngym` command puts the current directory first there, as
+    `python -m` does, then come PYTHONPATH and the installed packages.
+
+    Raises:
+        RecipeError: naming `key`, the module and why it cannot be imported (with the closest module
+            name for a typo, or where the module raised).
+    """
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        stem = module.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+        raise RecipeError(
+            key, f"{module!r} is a file; name the module ({stem}) and run from its directory, or add that to PYTHONPATH"
+        )
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise RecipeError(key, f"{module!r} is not a module name; write it dotted, e.g. my_pkg.envs")
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 (anything the module raises: one line naming it)
+        raise RecipeError(key, f"cannot import {module!r}: {_import_problem(module, err)}") from err
+
+
+def _import_problem(module: str, err: Exception) -> str:
+    """Why `module` did not import: a missing module with the closest name, or the error and where it was raised."""
+    if isinstance(err, ModuleNotFoundError) and err.name and f"{module}.".startswith(f"{err.name}."):
+        parent = err.name.rpartition(".")[0]
+        path = getattr(importlib.import_module(parent), "__path__", []) if parent else None
+        known = [f"{parent}.{m.name}" if parent else m.name for m in pkgutil.iter_modules(path)]
+        hint = suggest(err.name, known) or " Run from the directory that holds it, or add that directory to PYTHONPATH."
+        return f"{err}.{hint}"
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
+    inside = frames and frames[-1].filename not in (__file__, importlib.__file__)
+    return f"{type(err).__name__}: {err}" + (f" (at {frames[-1].filename}:{frames[-1].lineno})" if inside else "")
 
 
 def _validate(suite: SuiteConfig) -> None:  # noqa: C901 (a flat list of checks reads best)

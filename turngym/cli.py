@@ -1,4 +1,8 @@
-"""The `turngym` command. Each subcommand imports what it needs when it runs, so `--help` is fast."""
+"""The `turngym` command. Each subcommand imports what it needs when it runs, so `--help` is fast.
+
+Every subcommand takes `--verbose`/`-v` (also accepted before the subcommand), and those that make
+envs (check, play, train, eval) take `--import MODULE` for env ids a module of yours registers.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from turngym.envs.core import count_of
 
@@ -18,22 +23,81 @@ if TYPE_CHECKING:
     from turngym.trainer.eval_run import EvalModel
     from turngym.trainer.suite import SuiteConfig
 
+
+class _Argument(TyperArgument):
+    """A positional argument shown by its metavar alone: `ENV`, `[ALIAS]`, `RUN_DIR...`."""
+
+    def display_type_rich(self, ctx: Any) -> None:
+        """No `<str>` beside the metavar."""
+        return None
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        """`NAME` when required, else `[NAME]` (typer writes `{name}`)."""
+        name = self.metavar or self.name.upper()
+        return [name if self.required else f"[{name}]"]
+
+
+class _HelpNotation:
+    """Help in the usual notation: `check [OPTIONS] ENV`, `--fuzz N`, and flags with no value shown.
+
+    typer 0.29 labels every parameter with its Python type instead (`{target} <str>`, `--force
+    <bool>`). Its parameters are built inside typer, so they are adjusted here, once, when a command
+    is built: arguments become `_Argument`s and flags get an empty metavar. Options that take a
+    value name their metavar where they are declared (tests/test_cli_options.py checks every one).
+    """
+
+    params: list[Any]
+
+    def _plain_params(self) -> None:
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument  # same fields, two methods overridden (no other way in)
+            elif getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        """`--help`, a flag like the others."""
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_HelpNotation, TyperCommand):
+    """Every subcommand's class (`cls=_Command`): typer's, with `_HelpNotation`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_params()
+
+
+class _Group(_HelpNotation, TyperGroup):
+    """The class of `turngym` and its command groups (`models`, `envs`): typer's, with `_HelpNotation`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_params()
+
+
 app = typer.Typer(
     name="turngym",
     help="Train and evaluate LLM agents on multi-turn text environments.",
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
+    cls=_Group,
 )
 models_app = typer.Typer(
-    help="Embedded models: list them and prepare them for transformers/vLLM.", no_args_is_help=True
+    help="Embedded models: list them and prepare them for transformers/vLLM.", no_args_is_help=True, cls=_Group
 )
 app.add_typer(models_app, name="models")
-envs_app = typer.Typer(help="Text environments: list the ids you can make.", no_args_is_help=True)
+envs_app = typer.Typer(help="Text environments: list the ids you can make.", no_args_is_help=True, cls=_Group)
 app.add_typer(envs_app, name="envs")
 
 console = Console()
 err_console = Console(stderr=True)  # messages that must not mix with a command's output
+
+VERBOSE_HELP = "Show vLLM's, torch's and transformers' own logs (same as TURNGYM_VERBOSE=1)."
 
 
 def _print_version(value: bool) -> None:
@@ -44,27 +108,52 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _main_options(
-    version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-    ),
-    verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="Show vLLM's, torch's and transformers' own logs (same as TURNGYM_VERBOSE=1)."
-    ),
-) -> None:
-    """Train and evaluate LLM agents on multi-turn text environments."""
+def _set_verbosity(verbose: bool) -> None:
+    """Every subcommand's `--verbose`: TURNGYM_VERBOSE=1 if given; then the libraries are quieted unless verbose.
+
+    typer calls it while it parses the subcommand's options, whether the flag is given or not: after
+    a `turngym --verbose` before the subcommand has set the variable, and before the subcommand
+    imports vLLM, torch or transformers.
+    """
     import os
 
     from turngym.agent.logs import VERBOSE_ENV, quiet_libraries
 
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
-    quiet_libraries()  # before any subcommand imports vLLM, torch or transformers
+    quiet_libraries()
 
 
-@models_app.command("list")
-def models_list() -> None:
+VERBOSE = typer.Option(False, "--verbose", "-v", callback=_set_verbosity, help=VERBOSE_HELP)
+"""Every subcommand's `--verbose`; `turngym -v CMD` and `turngym CMD -v` do the same."""
+IMPORTS = typer.Option(
+    [],
+    "--import",
+    metavar="MODULE",
+    help="Import MODULE first, for the env ids it registers (gymnasium.register); repeatable. Found as "
+    "`python -m` finds modules: in the current directory, then on PYTHONPATH and among installed packages.",
+)
+"""`--import` of the commands that make envs."""
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
+) -> None:
+    """Train and evaluate LLM agents on multi-turn text environments."""
+    import os
+
+    from turngym.agent.logs import VERBOSE_ENV
+
+    if verbose:  # the subcommand's own --verbose then quiets the libraries, or not (`_set_verbosity`)
+        os.environ[VERBOSE_ENV] = "1"
+
+
+@models_app.command("list", cls=_Command)
+def models_list(verbose: bool = VERBOSE) -> None:
     """List model aliases, whether each is prepared, and where."""
     from turngym.agent.models import DEFAULT_MODEL, MODEL_ALIASES, is_prepared, prepared_path
 
@@ -76,10 +165,13 @@ def models_list() -> None:
     console.print(table)
 
 
-@models_app.command("prepare")
+@models_app.command("prepare", cls=_Command)
 def models_prepare(
-    name: str = typer.Argument("smollm2-135m", help="Model alias to convert (see `turngym models list`)."),
+    name: str = typer.Argument(
+        "smollm2-135m", metavar="ALIAS", help="Model alias to convert (see `turngym models list`)."
+    ),
     force: bool = typer.Option(False, "--force", help="Convert again even if already prepared."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Convert an embedded model into a cached Hugging Face directory (once) and print its path."""
     from turngym.agent.models import MODEL_ALIASES, ModelNotFoundError, is_prepared, prepare_model
@@ -101,10 +193,11 @@ def models_prepare(
     typer.echo(str(path))  # plain, unwrapped: scripts read this line
 
 
-@envs_app.command("list")
+@envs_app.command("list", cls=_Command)
 def envs_list(
     textarena: bool = typer.Option(False, "--textarena", help="Also list TextArena's single-player games."),
     reasoning_gym: bool = typer.Option(False, "--reasoning-gym", help="Also list reasoning-gym's datasets."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """List environment ids with one-line descriptions."""
     from turngym.envs import REASONING_GYM_PREFIX, TEXTARENA_PREFIX, registry
@@ -150,24 +243,35 @@ def _textarena_status(note: str, checked: dict | None) -> str:
     return note or (checked or {}).get("detail") or "single-player TextArena game (not checked)"
 
 
-@app.command("check")
+@app.command("check", cls=_Command)
 def check(
-    target: str = typer.Argument(..., help="An env id, or MODULE:CLASS / path/to/file.py:CLASS of your own env."),
-    kwarg: list[str] = typer.Option([], "--kwarg", "-k", help="Constructor argument KEY=VALUE (repeatable)."),
-    fuzz: int = typer.Option(1000, min=0, help="Number of fuzzed actions."),
-    seed: int = typer.Option(0, min=0, help="Seed for fuzzing and resets."),
+    target: str = typer.Argument(
+        ...,
+        metavar="ENV",
+        help="An env id (one an --import module registers too), or MODULE:CLASS / path/to/file.py:CLASS of your "
+        "own env.",
+    ),
+    kwarg: list[str] = typer.Option(
+        [], "--kwarg", "-k", metavar="KEY=VALUE", help="Constructor argument (repeatable)."
+    ),
+    fuzz: int = typer.Option(1000, min=0, metavar="N", help="Number of fuzzed actions."),
+    seed: int = typer.Option(0, min=0, metavar="N", help="Seed for fuzzing and resets."),
+    imports: list[str] = IMPORTS,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Check an environment with turngym's checker and Gymnasium's, and print a report."""
-    from turngym.envs.checker import check_env, check_gymnasium
+    from turngym.envs.checker import CheckOptions, run_checks
 
+    _import_modules(imports)
     env, gym_env = _load_env(target, _parse_kwargs(kwarg), for_gymnasium=True)
-    results = check_env(env, fuzz=fuzz, seed=seed, raise_on_failure=False, gymnasium_checker=False)
-    results.append(check_gymnasium(gym_env))  # on an instance made through gymnasium.make where it can be
+    # Gymnasium's checker gets the instance made through gymnasium.make where it can be (it has a spec)
+    results = run_checks(env, CheckOptions(fuzz=fuzz, seed=seed, gymnasium_env=gym_env, progress=_dim_line))
     table = Table("check", "result", "detail", title=f"turngym check {target}")
     for r in results:
-        table.add_row(r.name, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]", r.detail)
+        status = "[yellow]skipped[/yellow]" if r.skipped else "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
+        table.add_row(r.name, status, r.detail)
     console.print(table, width=None if console.is_terminal else 200)
-    failed = [r for r in results if not r.passed]
+    failed = [r for r in results if not r.passed and not r.skipped]
     console.print(
         f"[red]{count_of(len(failed), 'check')} failed[/red]" if failed else "[green]all checks passed[/green]"
     )
@@ -175,23 +279,46 @@ def check(
         raise typer.Exit(1)
 
 
-@app.command("play")
+def _dim_line(line: str) -> None:
+    """Progress on stderr, so it never mixes with a command's output."""
+    err_console.print(f"[dim]{escape(line)}[/dim]", highlight=False)
+
+
+@app.command("play", cls=_Command)
 def play(
-    env_id: str = typer.Argument(..., help="An env id (see `turngym envs list`) or MODULE:CLASS."),
-    seed: int | None = typer.Option(None, min=0, help="Episode seed (same seed, same game)."),
-    kwarg: list[str] = typer.Option([], "--kwarg", "-k", help="Constructor argument KEY=VALUE (repeatable)."),
-    model: str | None = typer.Option(
-        None, help="Let a model play: an alias, a model directory, or an endpoint's model name."
+    env_id: str = typer.Argument(
+        ...,
+        metavar="ENV",
+        help="An env id (see `turngym envs list`; one an --import module registers too), MODULE:CLASS or "
+        "path/to/file.py:CLASS.",
     ),
-    backend: str = typer.Option("vllm", help="With --model: vllm, hf, or openai (with --base-url)."),
-    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint's API key."),
+    seed: int | None = typer.Option(None, min=0, metavar="N", help="Episode seed (same seed, same game)."),
+    kwarg: list[str] = typer.Option(
+        [], "--kwarg", "-k", metavar="KEY=VALUE", help="Constructor argument (repeatable)."
+    ),
+    model: str | None = typer.Option(
+        None, metavar="MODEL", help="Let a model play: an alias, a model directory, or an endpoint's model name."
+    ),
+    backend: str = typer.Option("vllm", metavar="BACKEND", help="With --model: vllm, hf, or openai (with --base-url)."),
+    base_url: str | None = typer.Option(
+        None, metavar="URL", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", metavar="VAR", help="Environment variable holding the endpoint's API key."
+    ),
     no_api_key: bool = typer.Option(False, "--no-api-key", help="The endpoint needs no key (a local server)."),
-    max_retries: int = typer.Option(5, min=0, help="With --base-url: retries on connection errors, 429 and 5xx."),
-    temperature: float = typer.Option(0.7, min=0.0, help="With --model: sampling temperature (0 = greedy)."),
-    max_tokens: int = typer.Option(256, min=1, help="With --model: tokens per reply."),
+    max_retries: int = typer.Option(
+        5, min=0, metavar="N", help="With --base-url: retries on connection errors, 429 and 5xx."
+    ),
+    temperature: float = typer.Option(
+        0.7, min=0.0, metavar="T", help="With --model: sampling temperature (0 = greedy)."
+    ),
+    max_tokens: int = typer.Option(256, min=1, metavar="N", help="With --model: tokens per reply."),
+    imports: list[str] = IMPORTS,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Play an environment in the terminal: you type one action per line (Ctrl-D stops), or --model plays."""
+    _import_modules(imports)
     if model is not None:
         from turngym.agent import SamplingParams
 
@@ -257,13 +384,18 @@ def _train_epilog() -> str:
     "train",
     epilog="Run `turngym train --help` for the recipe reference.",
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=_Command,
 )
 def train(
-    recipe: str = typer.Argument(..., help="A recipe YAML file (examples/recipes/*.yaml)."),
-    overrides: list[str] = typer.Argument(None, help="KEY=VALUE overrides, e.g. rollout.group_size=4 run.steps=20."),
+    recipe: str = typer.Argument(..., metavar="RECIPE", help="A recipe YAML file (examples/recipes/*.yaml)."),
+    overrides: list[str] = typer.Argument(
+        None, metavar="KEY=VALUE...", help="Overrides, e.g. rollout.group_size=4 run.steps=20."
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run directory's newest complete checkpoint (same as run.resume=auto)."
     ),
+    imports: list[str] = IMPORTS,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Train a policy from a recipe (an "episode script"): rollouts, objective, AdamW, checkpoints, metrics.
 
@@ -272,6 +404,7 @@ def train(
     """
     from turngym.trainer.config import RecipeError, load_recipe
 
+    _import_modules(imports)  # for this process; the recipe's `imports:` are imported with its envs
     try:
         config = load_recipe(recipe, [*(overrides or []), *(["run.resume=auto"] if resume else [])])
         from turngym.trainer.loop import train as run_training
@@ -296,23 +429,34 @@ def train(
         raise typer.Exit(130)
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_suite(
     suite_path: str = typer.Argument(..., metavar="SUITE", help="A suite YAML file (examples/suites/*.yaml)."),
     model: list[str] = typer.Option(
         ...,
         "--model",
         "-m",
+        metavar="MODEL",
         help="Repeatable: an alias, a model or checkpoint directory, a run directory, or openai:MODEL@BASE_URL.",
     ),
     out: str | None = typer.Option(
-        None, "--out", help="Output directory (default: evals/<suite name>); re-run to resume."
+        None, "--out", metavar="DIR", help="Output directory (default: evals/<suite name>); re-run to resume."
     ),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable with the endpoints' API key."),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", metavar="VAR", help="Environment variable with the endpoints' API key."
+    ),
     no_api_key: bool = typer.Option(False, "--no-api-key", help="The endpoints need no key (a local server)."),
-    max_model_len: int = typer.Option(4096, min=64, help="vLLM models: context length (prompt + replies)."),
-    kv_cache_gib: float = typer.Option(2.0, min=0.05, help="vLLM models: memory reserved for the KV cache."),
-    chunk_seeds: int = typer.Option(16, min=1, help="Seeds per batched rollout, and per write to episodes.jsonl."),
+    max_model_len: int = typer.Option(
+        4096, min=64, metavar="TOKENS", help="vLLM models: context length (prompt + replies)."
+    ),
+    kv_cache_gib: float = typer.Option(
+        2.0, min=0.05, metavar="GIB", help="vLLM models: memory reserved for the KV cache."
+    ),
+    chunk_seeds: int = typer.Option(
+        16, min=1, metavar="N", help="Seeds per batched rollout, and per write to episodes.jsonl."
+    ),
+    imports: list[str] = IMPORTS,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Evaluate models on a suite: a table here; report.md, report.json, plots and episodes in --out.
 
@@ -322,6 +466,7 @@ def eval_suite(
     from turngym.trainer.eval_run import parse_model
     from turngym.trainer.suite import load_suite
 
+    _import_modules(imports)
     try:
         suite = load_suite(suite_path)
     except (RecipeError, ValueError, OSError) as err:
@@ -365,13 +510,22 @@ def _run_eval(  # the checked `eval` arguments
         raise typer.Exit(1) from None
     print_table(report, console)
     plots = ", ".join(sorted(p.name for p in out.glob("*.png")))
-    console.print(f"report: {out / 'report.md'} (and report.json, {plots}) in {out}")
+    console.print(f"report: {out / 'report.md'} (and report.json, {plots}) in {out}", soft_wrap=True)
 
 
-@app.command("plot")
+@app.command("plot", cls=_Command)
 def plot(
-    run_dirs: list[str] = typer.Argument(..., help="One or more run directories (overlaid, with a legend)."),
-    out: str | None = typer.Option(None, "--out", help="Where to write the PNGs (default: <first run>/plots)."),
+    run_dirs: list[str] = typer.Argument(
+        ..., metavar="RUN_DIR...", help="One or more run directories (overlaid, with a legend)."
+    ),
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        metavar="DIR",
+        help="Where to write the PNGs (default: <run>/plots for one run; plots/compare-<A>-<B> in the current "
+        "directory for several).",
+    ),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Write PNG learning curves of runs: reward, success, length, KL/clip, time split."""
     from turngym.trainer.plot import plot_runs
@@ -452,6 +606,21 @@ def _generator(model: str, backend: str, base_url: str | None, api_key_env: str 
     return VLLMGenerator(model)
 
 
+def _import_modules(modules: list[str]) -> None:
+    """`--import`: import each module, for the env ids it registers, before any env is made; a failure exits 2."""
+    if not modules:
+        return
+    from turngym.trainer.schema import RecipeError
+    from turngym.trainer.suite import import_env_module  # only with --import: the trainer package loads torch
+
+    for module in modules:
+        try:
+            import_env_module(module, "--import")
+        except RecipeError as err:
+            err_console.print(f"[red]import error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
 def _parse_kwargs(pairs: list[str]) -> dict:
     import yaml
 
@@ -488,16 +657,22 @@ def _load_env(target: str, kwargs: dict, for_gymnasium: bool = False):
             return env, None
         gym_env = gymnasium.make(target, **kwargs).unwrapped if target in registry() else make(target, **kwargs)
         return env, gym_env.env if isinstance(gym_env, GymnasiumTextEnv) else gym_env
-    except (UnknownEnvError, EnvUnavailableError, ImportError, AttributeError, TypeError, ValueError, OSError) as err:
+    except UnknownEnvError as err:
+        yours = not target.startswith(("turngym/", "textarena/", "reasoning_gym/"))  # not a typo of a built-in id
+        _fail(err, 2, note="An id that a module of yours registers needs --import MODULE." if yours else "")
+    except (EnvUnavailableError, ImportError, AttributeError, TypeError, ValueError, OSError) as err:
         _fail(err, 2, where=_user_frame(err))
     except Exception as err:  # noqa: BLE001 (the user's env module or constructor raised: say where, in one line)
         _fail(err, 2, where=_user_frame(err))
 
 
-def _fail(err: BaseException, code: int, where: str = "") -> None:
-    """Print `Type: message` (and where, for errors raised in the user's code) on stderr; exit `code`."""
+def _fail(err: BaseException, code: int, where: str = "", note: str = "") -> None:
+    """Print `Type: message` (and where, for errors raised in the user's code, and a note) on stderr; exit `code`."""
     at = f" (at {where})" if where else ""
-    err_console.print(f"[red]{type(err).__name__}:[/red] {escape(str(err))}{at}", highlight=False, soft_wrap=True)
+    note = f" {note}" if note else ""
+    err_console.print(
+        f"[red]{type(err).__name__}:[/red] {escape(str(err))}{at}{escape(note)}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code) from None
 
 
@@ -514,8 +689,16 @@ def _user_frame(err: BaseException) -> str:
 
 
 def main() -> None:
-    """Entry point of the `turngym` command and `python -m turngym`."""
+    """Entry point of the `turngym` command and `python -m turngym`.
+
+    The current directory goes first on `sys.path`, as `python -m turngym` puts it, so `--import
+    my_envs`, a recipe's `imports:` and `my_envs:MyEnv` ids find a module there with either command.
+    """
+    import os
     import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
     from turngym.agent.logs import hidden_summary
 

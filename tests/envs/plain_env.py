@@ -43,3 +43,16 @@ class ScoredVowelGame(VowelGame):
         feedback, share, done, truncated, _ = super().step(action)
         info = {"rewards": {"vowels": share, "length": float(len(action))}, "metrics": {"share": share}, "won": done}
         return feedback, share, done, truncated, info
+
+
+class LetterCount(gymnasium.Env):
+    """No observation or action spaces, as many text envs are written: turngym checks it through its adapter."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.length = int(self.np_random.integers(3, 8))
+        return f"Reply with a word of exactly {self.length} letters.", {}
+
+    def step(self, action):
+        right = len(action.strip()) == self.length
+        return ("Right." if right else "Wrong length."), float(right), True, False, {}

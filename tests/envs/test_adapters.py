@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.envs.solvers import binary_search, hanoi_moves
+from tests.envs.test_cli_envs import NEEDS_MISSING_NLTK_DATA
 from turngym.envs import UnknownEnvError, make
 from turngym.envs.textarena_env import EnvUnavailableError
 
@@ -86,13 +89,30 @@ def test_textarena_seeding_is_per_instance_and_leaves_global_random_alone() -> N
     assert random.random() == expected_next  # TextArena's random.seed() calls did not leak
 
 
-def test_textarena_errors_are_clear() -> None:
-    with pytest.raises(EnvUnavailableError, match=r"textarena/Wordle-v0 needs data downloaded from the network"):
+@NEEDS_MISSING_NLTK_DATA
+def test_textarena_games_without_their_nltk_data_name_the_command_that_fetches_it() -> None:
+    with pytest.raises(EnvUnavailableError) as caught:
         make("textarena/Wordle-v0")
+    message = str(caught.value)
+    assert message.startswith("textarena/Wordle-v0 needs nltk data from the network, which is not on this machine")
+    command = message.partition("fetch it with: ")[2]
+    python, _, rest = command.partition(" -m ")
+    assert Path(python).resolve() == Path(sys.executable).resolve()  # this Python, so the data lands where it looks
+    # every package TextArena's games load: nltk.download("words") and the tagger nltk.pos_tag needs
+    offline = "(or play the offline word game turngym/WordGuess-v0)"
+    assert rest == f"nltk.downloader words averaged_perceptron_tagger_eng {offline}"
+    assert "\n" not in message
+
+
+def test_textarena_errors_are_clear() -> None:
     with pytest.raises(EnvUnavailableError, match="is not a single-player game"):
         make("textarena/ConnectFour-v0")
-    with pytest.raises(UnknownEnvError, match="Did you mean: textarena/GuessTheNumber-v0"):
+    with pytest.raises(UnknownEnvError) as caught:
         make("textarena/GuessTheNumbr-v0")
+    assert str(caught.value) == (
+        "unknown TextArena game 'GuessTheNumbr-v0'. Did you mean textarena/GuessTheNumber-v0? "
+        "`turngym envs list --textarena` lists the single-player games."
+    )
 
 
 def test_reasoning_gym_scores_with_its_own_scorer() -> None:
@@ -112,6 +132,20 @@ def test_reasoning_gym_items_follow_the_seed() -> None:
     assert len({a.reset(seed=s)[0] for s in range(5)}) == 5
 
 
-def test_reasoning_gym_unknown_dataset_lists_close_names() -> None:
-    with pytest.raises(UnknownEnvError, match="Did you mean: reasoning_gym/countdown"):
-        make("reasoning_gym/countdwn")
+@pytest.mark.parametrize(
+    ("name", "suggestions"),
+    [
+        ("countdwn", "reasoning_gym/countdown"),
+        ("basic", "reasoning_gym/basic_arithmetic"),  # a prefix counts as close
+        ("count", "reasoning_gym/countdown, reasoning_gym/count_bits or reasoning_gym/count_primes"),
+    ],
+)
+def test_reasoning_gym_unknown_dataset_names_a_few_close_ones_and_the_full_list_command(name, suggestions) -> None:
+    import reasoning_gym
+
+    with pytest.raises(UnknownEnvError) as caught:
+        make(f"reasoning_gym/{name}")
+    assert str(caught.value) == (
+        f"unknown reasoning-gym dataset {name!r}. Did you mean {suggestions}? "
+        f"`turngym envs list --reasoning-gym` lists all {len(reasoning_gym.factory.DATASETS)} datasets."
+    )

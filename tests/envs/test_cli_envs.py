@@ -7,10 +7,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from turngym.envs import make
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "COLUMNS": "200"}
+
+
+def nltk_words_missing() -> bool:
+    import nltk
+
+    try:
+        nltk.data.find("corpora/words")
+    except LookupError:
+        return True
+    return False
+
+
+NEEDS_MISSING_NLTK_DATA = pytest.mark.skipif(not nltk_words_missing(), reason="nltk's words corpus is installed here")
 
 
 def turngym(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -57,7 +72,25 @@ def test_check_reports_a_broken_user_env(tmp_path: Path) -> None:
 
 def test_check_unknown_id_exits_2_with_suggestions() -> None:
     proc = turngym("check", "turngym/GuessNum-v0")
-    assert proc.returncode == 2 and "Did you mean: turngym/GuessNumber-v0" in proc.stderr
+    assert proc.returncode == 2 and "Did you mean turngym/GuessNumber-v0?" in proc.stderr
+
+
+@NEEDS_MISSING_NLTK_DATA
+def test_a_textarena_game_without_its_nltk_data_is_one_line_with_the_fix_and_no_nltk_noise() -> None:
+    for command in ("check", "play"):
+        proc = turngym(command, "textarena/Wordle-v0")
+        assert proc.returncode == 2 and proc.stdout == ""
+        [line] = proc.stderr.splitlines()  # nltk's "[nltk_data] Error loading words: ..." lines are gone
+        assert line.startswith("EnvUnavailableError: textarena/Wordle-v0 needs nltk data from the network")
+        assert "-m nltk.downloader words averaged_perceptron_tagger_eng" in line and "turngym/WordGuess-v0" in line
+
+
+def test_check_passes_a_plain_env_without_spaces_through_the_adapter() -> None:
+    """README: "an env without spaces is checked through turngym's adapter"."""
+    proc = turngym("check", "tests/envs/plain_env.py:LetterCount", "--fuzz", "50")
+    assert proc.returncode == 0, proc.stdout
+    out = " ".join(proc.stdout.split())
+    assert "the env declares no spaces, so turngym's adapter (AnyText spaces) was checked" in out
 
 
 def test_play_a_winning_game_from_scripted_stdin() -> None:
@@ -95,7 +128,7 @@ def test_play_takes_constructor_kwargs() -> None:
 def test_custom_env_example_registers_checks_and_plays() -> None:
     proc = subprocess.run([sys.executable, "examples/custom_env.py"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("pass  ") == 10 and proc.stdout.strip().endswith("won")  # 9 checks + Gymnasium's
+    assert proc.stdout.count("pass  ") == 11 and proc.stdout.strip().endswith("won")  # 10 checks + Gymnasium's
     assert "its valid_action() accepted on 3 seeds" in proc.stdout
     assert "pass  gymnasium env_checker" in proc.stdout
     check = turngym("check", "examples/custom_env.py:TreasureHunt", "--fuzz", "200")

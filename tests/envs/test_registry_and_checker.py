@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,8 +10,10 @@ import gymnasium
 import pytest
 
 import turngym
+from tests.envs.plain_env import LetterCount
 from turngym.envs import EnvCheckError, TextEnv, Turn, UnknownEnvError, check_env, make, register, registry
-from turngym.envs.checker import check_gymnasium
+from turngym.envs.checker import CheckOptions, check_gymnasium, run_checks
+from turngym.envs.registration import close_names
 
 BUILT_IN = [i for i in registry() if i.startswith("turngym/")]  # not ids tests register
 # representative ids of the two prefixes (the adapters' own tests cover them in depth)
@@ -36,7 +39,7 @@ def test_registry_lists_the_built_in_envs_with_descriptions() -> None:
 @pytest.mark.parametrize("env_id", BUILT_IN + ADAPTED)
 def test_every_env_passes_turngym_check_env(env_id: str) -> None:
     results = check_env(make(env_id), fuzz=1000)
-    assert len(results) == 10 and all(r.passed for r in results)
+    assert len(results) == 11 and all(r.passed for r in results)
     assert results[-1].name == "gymnasium env_checker"  # Gymnasium's own checker runs last
 
 
@@ -54,11 +57,36 @@ def test_make_applies_kwargs_over_registered_defaults() -> None:
     assert turngym.make is make
 
 
-def test_unknown_ids_list_close_matches() -> None:
-    with pytest.raises(UnknownEnvError, match=r"Did you mean: turngym/GuessNumber-v0.*textarena/<GameId>"):
-        make("turngym/GuesNumber-v0")
-    with pytest.raises(UnknownEnvError, match="Did you mean: turngym/Mastermind-v0"):
-        make("mastermind")
+@pytest.mark.parametrize(
+    ("env_id", "suggestion"),
+    [
+        ("turngym/GuessNumbr-v0", "turngym/GuessNumber-v0"),
+        ("turngym/GuesNumber-v0", "turngym/GuessNumber-v0"),
+        ("mastermind", "turngym/Mastermind-v0"),
+        ("gym/GuessNumber-v0", "turngym/GuessNumber-v0"),  # a wrong namespace
+        ("reasoning-gym/countdown", "reasoning_gym/countdown"),  # a misspelt prefix
+        ("TextArena/Wordle-v0", "textarena/Wordle-v0"),
+    ],
+)
+def test_an_unknown_id_with_a_clear_match_names_only_that_one(env_id: str, suggestion: str) -> None:
+    with pytest.raises(UnknownEnvError) as caught:
+        make(env_id)
+    assert str(caught.value) == (
+        f"unknown env id {env_id!r}. Did you mean {suggestion}? `turngym envs list` shows every id."
+    )
+
+
+def test_an_unknown_id_without_a_match_lists_the_ids_and_prefixes() -> None:
+    with pytest.raises(UnknownEnvError, match=r"'foo/bar-v0'. Registered ids: turngym/MathVerify-v0, .*reasoning_gym/"):
+        make("foo/bar-v0")
+
+
+def test_close_names_counts_prefixes_and_names_a_clear_match_alone() -> None:
+    datasets = ["aiw", "basic_arithmetic", "bf", "count_bits", "count_primes", "countdown", "leg_counting"]
+    assert close_names("basic", datasets) == ["basic_arithmetic"]  # a prefix, though difflib finds it far
+    assert close_names("countdwn", datasets) == ["countdown"]  # clearly closest: the others are left out
+    assert close_names("count", datasets) == ["countdown", "count_bits", "count_primes"]  # a few, not all
+    assert close_names("zzz", datasets) == []
 
 
 def test_register_a_class_and_reject_duplicates() -> None:
@@ -150,6 +178,27 @@ def test_100k_fuzzed_actions_per_built_in_env(env_id: str) -> None:
         ("turngym/Game2048-v0", {"size": 100_000}, ValueError, "Game2048: size must be in 2..16"),
         ("turngym/Game2048-v0", {"target": 2**40}, ValueError, "target must be a power of two in 4..1048576"),
         ("turngym/Mastermind-v0", {"code_length": 1000}, ValueError, "code_length must be in 1..12, got 1000"),
+        (
+            "turngym/WordGuess-v0",
+            {"words": []},
+            ValueError,
+            "WordGuess: words is empty; give some five-letter words, e.g. words=['crane', 'slate'], or leave words "
+            "out for the bundled common-word list",
+        ),
+        (
+            "turngym/MathVerify-v0",
+            {"path": "problems.jsonl"},
+            ValueError,
+            "MathVerify: path='problems.jsonl' is read only with source='jsonl' (source is 'arithmetic'); "
+            "set source='jsonl' or drop path",
+        ),
+        (
+            "turngym/MathVerify-v0",
+            {"source": "word", "task": "gsm_symbolic"},
+            ValueError,
+            "MathVerify: task='gsm_symbolic' is read only with source='reasoning_gym' (source is 'word'); "
+            "set source='reasoning_gym' or drop task",
+        ),
     ],
 )
 def test_bad_env_kwargs_get_one_line_errors_at_construction(env_id, kwargs, error, message) -> None:
@@ -207,3 +256,107 @@ def test_every_built_in_env_offers_a_valid_action_after_each_turn(env_id) -> Non
         assert not info["metrics"]["invalid_action"]
         if terminated or truncated:
             break
+
+
+class _BadReset(TextEnv):
+    default_reward_weights = {"won": 1.0}
+
+    def on_reset(self, options):
+        raise RuntimeError("level file missing")
+
+    def on_step(self, action):
+        return Turn("ok", {"won": 1.0}, terminated=True)
+
+
+def test_the_checker_reports_progress_as_each_check_starts_and_ends() -> None:
+    lines: list[str] = []
+    results = run_checks(make("turngym/GuessNumber-v0"), CheckOptions(fuzz=20, progress=lines.append))
+    assert len(lines) == 2 * len(results) == 22  # a start and an end line for each of the 11 checks
+    assert lines[0] == "check 1/11: spaces and reward weights ..."
+    assert re.fullmatch(r"check 1/11: spaces and reward weights: pass in \d+\.\d s", lines[1])
+    assert lines[-2] == "check 11/11: gymnasium env_checker ..."
+
+
+def test_a_failing_reset_is_reported_once_and_the_checks_that_need_it_are_skipped() -> None:
+    with pytest.raises(EnvCheckError) as caught:
+        check_env(_BadReset(), fuzz=20)
+    results = {r.name: r for r in caught.value.results}
+    assert results["reset returns (str, dict)"].detail.startswith("RuntimeError: level file missing (at ")
+    assert results["spaces and reward weights"].passed and results["render modes"].passed
+    skipped = [r.name for r in caught.value.results if r.skipped]
+    assert len(skipped) == 8 and "gymnasium env_checker" in skipped and "20 fuzzed actions" in skipped
+    assert all(not results[name].passed for name in skipped)
+    assert str(caught.value).count("level file missing") == 1
+    assert "(8 checks skipped: reset is deterministic per seed," in str(caught.value)
+
+
+class _NoWeights(TextEnv):
+    def on_reset(self, options):
+        return "go"
+
+    def on_step(self, action):
+        return Turn("ok", terminated=True)
+
+
+def test_an_env_without_reward_weights_is_told_to_declare_them() -> None:
+    [result] = [r for r in run_checks(_NoWeights(), CheckOptions(fuzz=0)) if not r.passed]
+    assert result.name == "spaces and reward weights"
+    assert result.detail.startswith("_NoWeights has no reward components: declare default_reward_weights in the class")
+    assert "checker.py" not in result.detail and "AssertionError" not in result.detail
+
+
+def test_gymnasiums_no_spec_warning_is_not_shown() -> None:
+    env = make("turngym/GuessNumber-v0")  # made without gymnasium.make: no spec
+    assert env.spec is None
+    assert check_gymnasium(env).detail == "no warnings"
+
+
+class _HumanWithoutRender(TextEnv):
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
+    default_reward_weights = {"won": 1.0}
+
+    def on_reset(self, options):
+        return "go"
+
+    def on_step(self, action):
+        return Turn("ok", {"won": 1.0}, terminated=True)
+
+
+class _PlainHumanWithoutRender(LetterCount):
+    metadata = {"render_modes": ["human"]}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            _HumanWithoutRender(),
+            "_HumanWithoutRender.metadata declares render_modes ['ansi', 'human'] but TextEnv.render() only renders "
+            "'ansi'; override render() for ['human'] or remove them from metadata['render_modes']",
+        ),
+        (
+            _PlainHumanWithoutRender(),
+            "_PlainHumanWithoutRender.metadata declares render_modes ['human'] but _PlainHumanWithoutRender does not "
+            "implement render(); implement render() or declare metadata = {'render_modes': []}",
+        ),
+    ],
+)
+def test_a_declared_render_mode_without_a_render_is_reported(env, message) -> None:
+    [result] = [r for r in run_checks(env, CheckOptions(fuzz=0)) if not r.passed]
+    assert (result.name, result.detail) == ("render modes", message)
+
+
+def test_gymnasiums_checker_runs_on_the_adapter_for_a_plain_env_without_spaces() -> None:
+    result = check_gymnasium(LetterCount())  # the plain env itself, as `turngym check` passes it
+    assert result.passed, result.detail
+    assert result.detail.startswith("the env declares no spaces, so turngym's adapter (AnyText spaces) was checked")
+
+
+def test_the_fuzz_check_reports_how_far_it_got(monkeypatch) -> None:
+    import turngym.envs.checker
+
+    monkeypatch.setattr(turngym.envs.checker, "FUZZ_PROGRESS_EVERY_S", 0.0)  # report after every action
+    lines: list[str] = []
+    run_checks(make("turngym/GuessNumber-v0"), CheckOptions(fuzz=3, gymnasium_checker=False, progress=lines.append))
+    ticks = [line for line in lines if "fuzzed actions over" in line]
+    assert [t.split(" over ")[0] for t in ticks] == [f"  {i} of 3 fuzzed actions" for i in (1, 2, 3)]

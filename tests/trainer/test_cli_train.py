@@ -94,7 +94,7 @@ def test_bad_recipes_exit_2_with_one_line_and_write_nothing(in_tmp, recipe, over
 def test_an_unknown_env_id_suggests_the_close_one(in_tmp) -> None:
     (in_tmp / "recipe.yaml").write_text(yaml.safe_dump({"envs": ["turngym/GuesNumber-v0"]}))
     result = runner.invoke(app, ["train", "recipe.yaml"])
-    assert result.exit_code == 2 and "Did you mean: turngym/GuessNumber-v0," in result.output
+    assert result.exit_code == 2 and "Did you mean turngym/GuessNumber-v0?" in result.output
 
 
 def test_train_help_documents_every_field() -> None:

@@ -263,3 +263,74 @@ def test_gfpo_must_keep_fewer_than_the_group_size() -> None:
         assert err.key == "objective" and "keeps every response of a group of 8" in str(err)
     load_recipe(BASE, ["objective.name=gfpo", "objective.k=7"])
     load_recipe(BASE, ["objective.name=gfpo", "objective.adaptive_k=[4, 6, 8, 8]"])  # hard groups kept whole
+
+
+# --- imports: modules that register env ids ---------------------------------------------------------
+
+
+@pytest.fixture
+def user_envs(tmp_path, monkeypatch):
+    """A module `cfg_user_envs` in a directory on sys.path that registers `cfgtest/Vowels-v0` with Gymnasium."""
+    import sys
+    from pathlib import Path
+
+    import gymnasium
+
+    plain = Path(__file__).parents[1] / "envs" / "plain_env.py"
+    register = "\ngymnasium.register(id='cfgtest/Vowels-v0', entry_point=VowelGame)\n"
+    (tmp_path / "cfg_user_envs.py").write_text(plain.read_text() + register)
+    (tmp_path / "cfg_broken_envs.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "cfg_user_envs"
+    gymnasium.registry.pop("cfgtest/Vowels-v0", None)
+    for name in ("cfg_user_envs", "cfg_broken_envs"):
+        sys.modules.pop(name, None)
+
+
+def test_recipe_imports_register_env_ids_before_the_envs_are_made(user_envs) -> None:
+    from turngym.trainer.config import check_envs
+
+    recipe = {"envs": ["cfgtest/Vowels-v0"]}
+    with pytest.raises(RecipeError) as caught:
+        check_envs(load_recipe(recipe))
+    assert caught.value.key == "envs.0" and "needs `imports: [MODULE]`" in str(caught.value)
+    config = load_recipe({**recipe, "imports": [user_envs]})
+    check_envs(config)
+    assert recipe_to_dict(config)["imports"] == [user_envs] and list(recipe_to_dict(config))[:2] == ["name", "imports"]
+    assert load_recipe(yaml.safe_load(dump_recipe(config))).imports == [user_envs]  # recipe.yaml keeps them
+    assert "imports=[cfg_user_envs]" in recipe_changes(config)
+
+
+@pytest.mark.parametrize(
+    ("imports", "message"),
+    [
+        (["cfg_user_env"], "imports.0: cannot import 'cfg_user_env': No module named 'cfg_user_env'. Did you mean "
+                           "'cfg_user_envs'?"),
+        (["cfg_user_envs", "cfg_broken_envs"], "imports.1: cannot import 'cfg_broken_envs': RuntimeError: no GPU here "
+                                               "(at "),
+        (["my-envs"], "imports.0: 'my-envs' is not a module name; write it dotted, e.g. my_pkg.envs"),
+    ],
+)  # fmt: skip
+def test_a_recipe_import_that_fails_is_one_line_naming_it(user_envs, imports, message) -> None:
+    from turngym.trainer.config import check_envs
+
+    with pytest.raises(RecipeError) as caught:
+        check_envs(load_recipe({"envs": ["turngym/GuessNumber-v0"], "imports": imports}))
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_suite_imports_register_env_ids_and_leave_old_suites_unchanged(user_envs) -> None:
+    from turngym.trainer.suite import load_suite
+
+    suite = load_suite({"envs": ["cfgtest/Vowels-v0"], "imports": [user_envs]})
+    assert suite.to_dict()["imports"] == [user_envs]
+    assert "imports" not in load_suite({"envs": ["turngym/GuessNumber-v0"]}).to_dict()  # saved reports still match
+    with pytest.raises(RecipeError, match="imports.0: cannot import 'cfg_broken_envs': RuntimeError: no GPU here"):
+        load_suite({"envs": ["turngym/GuessNumber-v0"], "imports": ["cfg_broken_envs"]})
+
+
+def test_the_reference_documents_the_top_level_keys() -> None:
+    text, table = recipe_reference(), recipe_reference(markdown=True)
+    for key in ("name", "imports"):
+        assert f"\n  {key} (" in text and f"| `{key}` |" in table.split("### `model`")[0]
+    assert "imports (list of str, default [])" in text
