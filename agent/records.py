@@ -103,7 +103,16 @@ class Trajectory:
 
 @dataclass
 class TrajectoryGroup:
-    """Episodes that started from the same env and seed (the unit of group-relative advantages)."""
+    """Episodes that started from the same env and seed (the unit of group-relative advantages).
+
+    Attributes:
+        env_id: which env: from `collect_groups`, the id as given (`env_name`: `module:Class` for a
+            class or factory); in training rollouts, the recipe entry's name (`TrainConfig.env_names`:
+            its `name:`, else the id, or `Class` for `module:Class`; `<id>#<i>` when two unnamed entries
+            share an id), as in the metric keys `env/<name>/...`.
+        seed: the env seed every episode of the group was reset with.
+        trajectories: the episodes.
+    """
 
     env_id: str
     seed: int

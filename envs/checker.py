@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 import traceback
 import warnings
@@ -80,8 +81,11 @@ class CheckOptions:
     """The instance Gymnasium's checker gets (e.g. one made through `gymnasium.make`, so it has a
     spec); default: the env being checked."""
     progress: Callable[[str], None] | None = None
-    """Called with one line as each check starts and as it ends (`check 3/11: ... pass in 0.2 s`), and
-    every `FUZZ_PROGRESS_EVERY_S` seconds during the fuzzed actions."""
+    """Called with one line once a check has run `progress_after_s` (`check 3/11: name ...`) and again
+    as that check ends (`check 3/11: name: pass in 4.2 s`), and every `FUZZ_PROGRESS_EVERY_S` seconds
+    during the fuzzed actions; quick checks report nothing."""
+    progress_after_s: float = 1.0
+    """How long a check runs before `progress` hears of it."""
 
 
 def check_env(
@@ -139,46 +143,83 @@ def run_checks(env: gymnasium.Env, options: CheckOptions | None = None) -> list[
         )
     env = as_text_env(env)  # a plain Gymnasium text env is checked as turngym plays it
     checks = _checks(env, options)
-    report = options.progress or _no_progress
     results: list[CheckResult] = []
-    for number, (name, check) in enumerate(checks, 1):
-        label = f"check {number}/{len(checks)}: {name}"
-        if name not in _NEED_NO_RESET and any(r.name == RESET_CHECK and not r.passed for r in results):
-            results.append(CheckResult(name, False, SKIPPED_DETAIL, skipped=True))
-            report(f"{label}: skipped")
+    for number, check in enumerate(checks, 1):
+        if check.needs_reset and any(r.name == RESET_CHECK and not r.passed for r in results):
+            results.append(CheckResult(check.name, False, SKIPPED_DETAIL, skipped=True))
             continue
-        report(f"{label} ...")
-        start = time.perf_counter()
-        results.append(_run_check(name, check))
-        report(f"{label}: {'pass' if results[-1].passed else 'FAIL'} in {time.perf_counter() - start:.1f} s")
+        label = f"check {number}/{len(checks)}: {check.name}"
+        with _SlowCheckProgress(label, options) as timing:
+            results.append(_run_check(check.name, check.run))
+            timing.result = "pass" if results[-1].passed else "FAIL"
     return results
-
-
-_NEED_NO_RESET = ("spaces and reward weights", "render modes", RESET_CHECK)
 
 
 def _no_progress(line: str) -> None:
     """The progress callback when none is given."""
 
 
-def _checks(env: TextEnv, options: CheckOptions) -> list[tuple[str, Callable[[], str | CheckResult]]]:
+@dataclass(frozen=True)
+class _Check:
+    """One named check; `needs_reset`: it plays episodes, so it is skipped when `reset` fails."""
+
+    name: str
+    run: Callable[[], str | CheckResult]
+    needs_reset: bool = True
+
+
+class _SlowCheckProgress:
+    """Tell `options.progress` about a check only once it has run `options.progress_after_s`, and then as it ends.
+
+    A timer thread says the check is running (the check itself runs in this thread, so it cannot);
+    a check that ends sooner is never reported, so a quick env's check prints nothing.
+    """
+
+    def __init__(self, label: str, options: CheckOptions) -> None:
+        self.label, self.report = label, options.progress or _no_progress
+        self.result = "FAIL"
+        self._lock = threading.Lock()
+        self._announced = self._done = False
+        self._timer = threading.Timer(options.progress_after_s, self._announce)
+        self._timer.daemon = True
+
+    def _announce(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._announced = True
+                self.report(f"{self.label} ...")
+
+    def __enter__(self) -> _SlowCheckProgress:
+        self._start = time.perf_counter()
+        self._timer.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+            if self._announced and exc_type is None:  # interrupted (Ctrl-C): no verdict to report
+                self.report(f"{self.label}: {self.result} in {time.perf_counter() - self._start:.1f} s")
+
+
+def _checks(env: TextEnv, options: CheckOptions) -> list[_Check]:
     """The named checks, in order; each returns its detail (or a whole `CheckResult`) or raises."""
     fuzz, seed = options.fuzz, options.seed
-    checks: list[tuple[str, Callable[[], str | CheckResult]]] = [
-        ("spaces and reward weights", lambda: _check_attributes(env)),
-        ("render modes", lambda: _check_render_modes(env)),
-        (RESET_CHECK, lambda: _check_reset(env)),
-        ("reset is deterministic per seed", lambda: _check_reset_determinism(env)),
-        ("steps are deterministic per seed", lambda: _check_step_determinism(env)),
-        ("step types and weighted reward", lambda: _check_steps(env)),
-        ("turn limit ends the episode", lambda: _check_turn_limit(env)),
-        ("step after the end", lambda: _check_step_after_end(env)),
-        ("actions reach the env", lambda: _check_actions_reach_the_env(env, seed)),
-        (f"{fuzz} fuzzed actions", lambda: _check_fuzz(env, fuzz, seed, options.progress or _no_progress)),
+    checks = [
+        _Check("spaces and reward weights", lambda: _check_attributes(env), needs_reset=False),
+        _Check("render modes", lambda: _check_render_modes(env), needs_reset=False),
+        _Check(RESET_CHECK, lambda: _check_reset(env), needs_reset=False),
+        _Check("reset is deterministic per seed", lambda: _check_reset_determinism(env)),
+        _Check("steps are deterministic per seed", lambda: _check_step_determinism(env)),
+        _Check("step types and weighted reward", lambda: _check_steps(env)),
+        _Check("turn limit ends the episode", lambda: _check_turn_limit(env)),
+        _Check("step after the end", lambda: _check_step_after_end(env)),
+        _Check("actions reach the env", lambda: _check_actions_reach_the_env(env, seed)),
+        _Check(f"{fuzz} fuzzed actions", lambda: _check_fuzz(env, fuzz, seed, options.progress or _no_progress)),
     ]
     if options.gymnasium_checker:
         target = env if options.gymnasium_env is None else options.gymnasium_env
-        checks.append(("gymnasium env_checker", lambda: check_gymnasium(target)))
+        checks.append(_Check("gymnasium env_checker", lambda: check_gymnasium(target)))
     return checks
 
 
@@ -204,7 +245,8 @@ def _failure_detail(err: Exception) -> str:
 def check_gymnasium(env: gymnasium.Env) -> CheckResult:
     """Run `gymnasium.utils.env_checker.check_env`; its warnings are listed in the detail.
 
-    A plain Gymnasium env that declares spaces is checked as its author wrote it; one without
+    A plain Gymnasium env that declares spaces is checked as its author wrote it, without the
+    wrappers `gymnasium.make` adds (Gymnasium's checker asks for `env.unwrapped`); one without
     spaces is checked through turngym's adapter (`GymnasiumTextEnv`, whose spaces admit any text),
     which is how turngym plays it. Warnings a user cannot act on (no spec to re-make the env in
     other render modes) are left out: `check_env` checks render modes itself.
@@ -231,11 +273,12 @@ def _gymnasium_target(env: Any) -> tuple[Any, str]:
     from turngym.envs.adapter import GymnasiumTextEnv, as_text_env
 
     raw = env.env if isinstance(env, GymnasiumTextEnv) else env
-    if isinstance(raw, TextEnv):
-        return raw, ""
+    # the env itself, not gymnasium.make's wrappers: Gymnasium's checker asks for env.unwrapped
     inner = raw.unwrapped if isinstance(raw, gymnasium.Env) else raw
+    if isinstance(inner, TextEnv):
+        return inner, ""
     if getattr(inner, "observation_space", None) is not None and getattr(inner, "action_space", None) is not None:
-        return raw, ""  # check the plain env as its author wrote it
+        return inner, ""  # check the plain env as its author wrote it
     adapter = env if isinstance(env, GymnasiumTextEnv) else as_text_env(raw)
     return adapter, "the env declares no spaces, so turngym's adapter (AnyText spaces) was checked; "
 

@@ -16,7 +16,9 @@ import textarena, reasoning_gym or math_verify.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ from turngym.envs.core import TextEnv
 
 TEXTARENA_PREFIX = "textarena/"
 REASONING_GYM_PREFIX = "reasoning_gym/"
+BUILT_IN_PREFIXES = ("turngym/", TEXTARENA_PREFIX, REASONING_GYM_PREFIX)  # an unknown id there is a typo of ours
 # close_names: difflib similarity that counts as close, and when the best match is the only one named
 CLOSE_SCORE = 0.6
 CLEAR_SCORE = 0.85
@@ -84,7 +87,8 @@ def make(env: str | type | Callable[..., Any], **kwargs: Any) -> TextEnv:
         env: what to make, any of:
             - a registered id (`turngym/GuessNumber-v0`), `textarena/<GameId>` or
               `reasoning_gym/<dataset>`;
-            - an id registered only with Gymnasium (`gymnasium.register`; its `TimeLimit` is kept);
+            - an id registered only with Gymnasium (`gymnasium.register`): a `TextEnv` is made as it
+              is, with `max_episode_steps` as its `max_turns`; a plain env keeps its `TimeLimit`;
             - `"package.module:Class"` or `"path/to/file.py:Class"`;
             - a class or a factory function (anything called with the kwargs that returns an env).
             A plain Gymnasium env with text observations and actions is wrapped in
@@ -120,10 +124,8 @@ def make(env: str | type | Callable[..., Any], **kwargs: Any) -> TextEnv:
         return _build(_load(info.entry_point), {**info.kwargs, **kwargs})
     if is_class_path(env):
         return _build(import_class_path(env), kwargs)
-    if env in gymnasium.registry:  # registered with Gymnasium only: gymnasium.make keeps its TimeLimit
-        adapter_kwargs = {k: kwargs.pop(k) for k in ("max_turns", "won") if k in kwargs}
-        inner = gymnasium.make(env, disable_env_checker=True, **kwargs)
-        return _adapt(inner, adapter_kwargs, env)
+    if env in gymnasium.registry:
+        return _make_gymnasium_id(env, kwargs)
     raise UnknownEnvError(_unknown_message(env))
 
 
@@ -132,6 +134,28 @@ def env_name(env: str | type | Callable[..., Any]) -> str:
     if isinstance(env, str):
         return env
     return f"{getattr(env, '__module__', '?')}:{getattr(env, '__qualname__', type(env).__name__)}"
+
+
+def _make_gymnasium_id(id: str, kwargs: dict[str, Any]) -> TextEnv:
+    """An id registered only with Gymnasium: a `TextEnv` as it is, a plain env in turngym's adapter.
+
+    A `TextEnv` is taken out of Gymnasium's wrappers (it keeps its own turn limit, so the
+    registration's `max_episode_steps` becomes its `max_turns` unless one is given) and keeps its
+    own reward components. A plain env keeps its wrappers, `TimeLimit` included.
+    """
+    spec = gymnasium.spec(id)
+    creator = _load(spec.entry_point)
+    if isinstance(creator, type) and issubclass(creator, TextEnv):
+        if spec.max_episode_steps is not None and "max_turns" not in {**spec.kwargs, **kwargs}:
+            kwargs = {**kwargs, "max_turns": spec.max_episode_steps}
+        return construct(creator, kwargs, lambda **kw: gymnasium.make(id, disable_env_checker=True, **kw).unwrapped)
+    adapter_kwargs = {k: kwargs.pop(k) for k in ("max_turns", "won") if k in kwargs}
+    inner = gymnasium.make(id, disable_env_checker=True, **kwargs)
+    if isinstance(inner.unwrapped, TextEnv):  # a factory that returns a TextEnv
+        if adapter_kwargs:
+            raise TypeError(f"{id} is made by a factory that takes no {' or '.join(adapter_kwargs)}")
+        return inner.unwrapped
+    return _adapt(inner, adapter_kwargs, id)
 
 
 def _build(factory: Callable[..., Any], kwargs: dict[str, Any]) -> TextEnv:
@@ -197,12 +221,15 @@ def import_class_path(target: str) -> Callable[..., Any]:
     return getattr(module, class_name)
 
 
-def construct(factory: Callable[..., TextEnv], kwargs: dict[str, Any]) -> TextEnv:
+def construct(
+    factory: Callable[..., TextEnv], kwargs: dict[str, Any], call: Callable[..., TextEnv] | None = None
+) -> TextEnv:
     """`factory(**kwargs)`, with one-line errors for a kwarg of the wrong type or an unknown one.
 
     Arguments annotated `int`, `float`, `bool` or `str` in the constructors are type-checked first
     (`high="abc"` is an error here, not a comparison failing deep inside the env); an argument no
-    constructor takes gets the list of those it does take.
+    constructor takes gets the list of those it does take. `call`, if given, makes the env in
+    `factory`'s place (e.g. through `gymnasium.make`), with the same kwargs.
     """
     accepted = _constructor_parameters(factory)
     for name, value in kwargs.items():
@@ -212,7 +239,7 @@ def construct(factory: Callable[..., TextEnv], kwargs: dict[str, Any]) -> TextEn
                 f"{_name(factory)}: {name} must be {expected.__name__}, got {value!r} ({type(value).__name__})"
             )
     try:
-        return factory(**kwargs)
+        return (call or factory)(**kwargs)
     except TypeError as err:
         if "unexpected keyword argument" not in str(err):
             raise
@@ -302,16 +329,133 @@ def did_you_mean(close: list[str]) -> str:
 
 
 def _unknown_message(id: str) -> str:
-    known = list(_REGISTRY)
-    namespace, slash, rest = id.partition("/")
-    # a misspelt prefix (reasoning-gym/countdown, TextArena/Wordle-v0) is the likelier mistake
-    fixed = [p + rest for p in (TEXTARENA_PREFIX, REASONING_GYM_PREFIX) if slash and close_names(namespace, [p[:-1]])]
-    close = fixed or close_names(id, known)
+    close = suggestions(id)
     if close:
         return f"unknown env id {id!r}.{did_you_mean(close)} `turngym envs list` shows every id."
     return (
-        f"unknown env id {id!r}. Registered ids: {', '.join(known)}; "
+        f"unknown env id {id!r}. Registered ids: {', '.join(_REGISTRY)}; "
         f"also '{TEXTARENA_PREFIX}<GameId>' (single-player TextArena games) and "
         f"'{REASONING_GYM_PREFIX}<dataset>' (reasoning-gym tasks), ids registered with Gymnasium, and your own "
         f"env as 'package.module:Class' or 'path/to/file.py:Class'. `turngym envs list` shows the ids."
     )
+
+
+def suggestions(id: str) -> list[str]:
+    """The ids closest to an unknown `id`: registered ids, TextArena games and reasoning-gym datasets.
+
+    Under a namespace (`turngym/GuessNum-v0`, or a misspelt one: `reasoning-gym/countdown`,
+    `TextArena/Wordle-v0`), the names of that namespace come first, and a misspelt namespace is
+    corrected only towards a name that exists there. A bare name (`Wordle-v0`, `gsm_symbolic`) finds
+    the prefixed id.
+
+    Example:
+        >>> suggestions("turngym/GuesNumber-v0")
+        ['turngym/GuessNumber-v0']
+    """
+    by_namespace: dict[str, list[str]] = {}
+    for known in [*_REGISTRY, *(name for names in _prefixed_names().values() for name in names)]:
+        by_namespace.setdefault(known.partition("/")[0], []).append(known)
+    namespace, slash, rest = id.partition("/")
+    for known, ids in by_namespace.items():
+        if slash and close_names(namespace, [known]):
+            close = _close_ids(rest, ids)
+            if close:
+                return close
+    return _close_ids(id, [known for ids in by_namespace.values() for known in ids])
+
+
+_VERSION = re.compile(r"-v\d+")
+
+
+def _close_ids(word: str, ids: list[str]) -> list[str]:
+    """`close_names` over ids compared by name alone, or every id whose name is `word`'s.
+
+    The namespace and version (`-v0`) are left out: many ids share them, which makes short names look
+    alike (`nope-v0` and `wordle-v0`).
+    """
+    by_name: dict[str, list[str]] = {}
+    for known in ids:
+        by_name.setdefault(_VERSION.sub("", known.rpartition("/")[2]).lower(), []).append(known)
+    name = _VERSION.sub("", word.rpartition("/")[2]).lower()
+    if name in by_name:  # the same name in several namespaces (turngym/ and textarena/ Mastermind-v0)
+        return by_name[name]
+    return [known for close in close_names(name, list(by_name)) for known in by_name[close]]
+
+
+@functools.cache
+def _prefixed_names() -> dict[str, list[str]]:
+    """`textarena/<GameId>` and `reasoning_gym/<dataset>` ids, by prefix (none for a package not installed)."""
+    names: dict[str, list[str]] = {TEXTARENA_PREFIX: [], REASONING_GYM_PREFIX: []}
+    try:
+        from turngym.envs.textarena_env import single_player_games
+
+        names[TEXTARENA_PREFIX] = [TEXTARENA_PREFIX + game for game in single_player_games()]
+    except Exception:  # noqa: BLE001,S110 (no textarena, or a broken one: no names to suggest)
+        pass
+    try:
+        import reasoning_gym
+
+        names[REASONING_GYM_PREFIX] = [REASONING_GYM_PREFIX + name for name in sorted(reasoning_gym.factory.DATASETS)]
+    except Exception:  # noqa: BLE001,S110
+        pass
+    return names
+
+
+def import_hint(id: str, how: str) -> str:
+    """`An id that a module of yours registers needs {how}.` for an unknown `id`, or "".
+
+    Only when nothing close to `id` exists and it is not under a built-in prefix (`turngym/`,
+    `textarena/`, `reasoning_gym/`): then it is most likely an id of the user's own.
+
+    Args:
+        id: the unknown id.
+        how: how the user imports a module here, e.g. `--import MODULE` or `` `imports: [MODULE]` ``.
+    """
+    if id.startswith(BUILT_IN_PREFIXES) or suggestions(id):
+        return ""
+    return f"An id that a module of yours registers needs {how}."
+
+
+class EnvModuleError(ImportError):
+    """A module named for the env ids it registers (`--import`, `imports:`) that cannot be imported."""
+
+
+def import_env_module(module: str) -> None:
+    """Import `module` for the env ids it registers (`gymnasium.register`, `turngym.envs.register`).
+
+    It is searched on `sys.path`: PYTHONPATH, the installed packages, and the current directory,
+    which the `turngym` command puts last there.
+
+    Raises:
+        EnvModuleError: the module and why it cannot be imported (with the closest module name for
+            a typo, or where the module raised), in one line.
+    """
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        stem = module.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+        raise EnvModuleError(
+            f"{module!r} is a file; name the module ({stem}) and run from its directory, or add that to PYTHONPATH"
+        )
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise EnvModuleError(f"{module!r} is not a module name; write it dotted, e.g. my_pkg.envs")
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 (anything the module raises: one line naming it)
+        raise EnvModuleError(f"cannot import {module!r}: {_import_problem(module, err)}") from err
+
+
+def _import_problem(module: str, err: Exception) -> str:
+    """Why `module` did not import: a missing module with the closest name, or the error and where it was raised."""
+    import pkgutil
+    import traceback
+
+    if isinstance(err, ModuleNotFoundError) and err.name and f"{module}.".startswith(f"{err.name}."):
+        parent = err.name.rpartition(".")[0]
+        path = getattr(importlib.import_module(parent), "__path__", []) if parent else None
+        known = [f"{parent}.{m.name}" if parent else m.name for m in pkgutil.iter_modules(path)]
+        close = difflib.get_close_matches(err.name, known, n=1, cutoff=CLOSE_SCORE)
+        if close:
+            return f"{err}. Did you mean {close[0]!r}?"
+        return f"{err}. Run from the directory that holds it, or add that directory to PYTHONPATH."
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
+    inside = frames and frames[-1].filename not in (__file__, importlib.__file__)
+    return f"{type(err).__name__}: {err}" + (f" (at {frames[-1].filename}:{frames[-1].lineno})" if inside else "")

@@ -124,9 +124,7 @@ def test_usage_lines_name_the_arguments() -> None:
 
 def test_check_imports_a_module_from_the_current_directory_with_the_turngym_command(tmp_path) -> None:
     """`turngym` finds modules in the current directory as `python -m turngym` does (its script's path would not)."""
-    script = Path(sys.executable).with_name("turngym")
-    if not script.is_file():
-        pytest.skip("no turngym console script beside this Python")
+    script = turngym_script()
     user_module(tmp_path, "my_envs", "mine/Vowels-v0")
     done = run(["check", "mine/Vowels-v0", "--import", "my_envs", "--fuzz", "50"], tmp_path, [str(script)])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -134,6 +132,78 @@ def test_check_imports_a_module_from_the_current_directory_with_the_turngym_comm
     without = run(["check", "mine/Vowels-v0", "--fuzz", "50"], tmp_path, [str(script)])
     assert without.returncode == 2 and "unknown env id 'mine/Vowels-v0'" in without.stderr
     assert "needs --import MODULE" in without.stderr
+
+
+def turngym_script() -> Path:
+    """The `turngym` console script (whose own directory, not the current one, starts sys.path)."""
+    script = Path(sys.executable).with_name("turngym")
+    if not script.is_file():
+        pytest.skip("no turngym console script beside this Python")
+    return script
+
+
+def test_a_yaml_py_in_the_current_directory_does_not_stand_in_for_pyyaml(tmp_path) -> None:
+    """The current directory is searched after the installed packages (but still searched: see above)."""
+    for stray in ("yaml", "random"):
+        (tmp_path / f"{stray}.py").write_text(f"raise ImportError('the stray {stray}.py was imported')\n")
+    done = run(["check", "turngym/GuessNumber-v0", "--fuzz", "10"], tmp_path, [str(turngym_script())])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all checks passed" in done.stdout
+
+
+TEXT_ENV_MODULE = """
+import gymnasium
+from turngym.envs import TextEnv, Turn
+
+class Echo(TextEnv):  # no default_reward_weights
+    def on_reset(self, options):
+        return "Say anything."
+
+    def on_step(self, action):
+        return Turn("Heard.")
+
+gymnasium.register(id="mine/Echo-v0", entry_point=Echo, max_episode_steps=4)
+"""
+
+
+def test_check_takes_a_text_env_registered_with_gymnasium_as_it_is(tmp_path) -> None:
+    """Not through the adapter, which would give it a `reward` component and hide the missing weights."""
+    (tmp_path / "text_envs.py").write_text(TEXT_ENV_MODULE)
+    done = run(["check", "mine/Echo-v0", "--import", "text_envs", "--fuzz", "10"], tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = {cells[0]: cells[1:] for cells in table_cells(done.stdout)}
+    result, detail = rows["spaces and reward weights"]
+    assert result == "FAIL" and detail.startswith("Echo has no reward components: declare default_reward_weights")
+    assert rows["turn limit ends the episode"] == ["pass", "ended at turn 4 of 4 (truncated)"]  # max_episode_steps
+    assert rows["gymnasium env_checker"] == ["pass", "no warnings"]  # not "different from the unwrapped version"
+
+
+def table_cells(output: str) -> list[list[str]]:
+    """The cells of each row of a rich table printed in `output` (one line per row)."""
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines() if line.startswith("│")]
+
+
+def test_import_does_not_load_torch(tmp_path) -> None:
+    """`--import` needs turngym.envs only; the trainer package would import torch (seconds)."""
+    user_module(tmp_path, "my_envs", "mine/Vowels-v0")
+    script = (
+        "import sys\nfrom turngym.cli import app\n"
+        "app(['check', 'mine/Vowels-v0', '--import', 'my_envs', '--fuzz', '10'], standalone_mode=False)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "all checks passed" in done.stdout and done.stdout.splitlines()[-1] == "False"
+
+
+def test_train_help_after_a_main_option_still_has_the_recipe_reference() -> None:
+    for args in (["train", "--help"], ["-v", "train", "--help"], ["--verbose", "train", "-h"]):
+        done = run(args, ROOT)
+        assert done.returncode == 0, done.stderr
+        assert "Recipe reference" in done.stdout, args
 
 
 def test_play_imports_a_module_from_pythonpath(tmp_path) -> None:

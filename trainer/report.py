@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
+from turngym.envs.core import count_of
+from turngym.envs.terminal import full_width
 from turngym.trainer.metrics import success
 from turngym.trainer.stats import PairedDifference, mean_and_se, paired_difference, pass_at_k, wilson_interval
 
@@ -28,7 +30,7 @@ PER_SEED = ("per_seed_success", "per_seed_reward", "per_seed_invalid_rate")
 # what the side-by-side comparison pairs: name -> (the EnvStats per-seed field, the range the difference can take)
 PAIRED: dict[str, tuple[str, tuple[float, float] | None]] = {
     "success": ("per_seed_success", (-1.0, 1.0)),
-    "reward": ("per_seed_reward", None),
+    "return": ("per_seed_reward", None),
     "invalid_rate": ("per_seed_invalid_rate", (-1.0, 1.0)),
 }
 
@@ -283,7 +285,9 @@ def _comparison_record(model: str, baseline: str, env: str, differences: dict[st
     """One `comparisons` entry of report.json.
 
     Success's difference sits at the top level, where readers found it before the return and the
-    invalid rate were paired too; each other number's sits under its `PAIRED` name.
+    invalid rate were paired too; the others sit under their `PAIRED` names, `return` and
+    `invalid_rate`, as the tables name them (`results` keeps `EnvStats`' field names, where the mean
+    return is `reward`, as in a run's eval.jsonl).
     """
     success = differences.get("success")
     return {
@@ -360,7 +364,7 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 
 # a component is the env's unweighted value summed over the episode's turns (e.g. invalid: invalid turns)
 COMPONENTS_HEADER = "components (unweighted sum per episode, mean ± SE)"
-PAIRED_LABELS = {"success": "success", "reward": "return", "invalid_rate": "invalid turns"}
+PAIRED_LABELS = {"success": "success", "return": "return", "invalid_rate": "invalid turns"}
 
 
 def comparison_rows(report: Report) -> tuple[list[str], list[list[str]]]:
@@ -397,9 +401,10 @@ def markdown(report: Report, plots: Sequence[str] = (), transcripts_per_env: int
     parts = [
         f"# Evaluation: {suite['name']}",
         "",
-        f"Models: {', '.join(f'`{m}`' for m in report.models)}. Seeds: {seeds}; {suite['episodes_per_seed']} "
-        f"episode(s) per seed; sampling {suite['sampling']}. Success is the env's `won` metric; intervals are "
-        "Wilson 95%; pass@k is the unbiased estimator averaged over seeds; ± is one standard error.",
+        f"Models: {', '.join(f'`{m}`' for m in report.models)}. Seeds: {seeds}; "
+        f"{count_of(suite['episodes_per_seed'], 'episode')} per seed; sampling {suite['sampling']}. Success is the "
+        "env's `won` metric; intervals are Wilson 95%; pass@k is the unbiased estimator averaged over seeds; ± is "
+        "one standard error.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
         "",
@@ -473,21 +478,3 @@ def print_table(report: Report, console: Console) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
-
-
-WIDE = 1000  # columns a table may take when nothing limits it (it takes only what its cells need)
-
-
-def full_width(console: Console) -> Console:
-    """`console` on an interactive terminal; else a console on the same file with no 80-column limit.
-
-    Piped (`| tee`, a CI log), rich makes the console 80 columns wide (or $COLUMNS) and cuts and
-    wraps a wider table to fit; `console.print(width=...)` cannot widen it past the console's own
-    width. A file has no width, so the table is printed at the width its cells need.
-    """
-    isatty = getattr(console.file, "isatty", None)  # is_terminal is also true where FORCE_COLOR forces styles
-    if console.is_terminal and isatty is not None and isatty():
-        return console
-    from rich.console import Console
-
-    return Console(file=console.file, width=WIDE, force_terminal=console.is_terminal, color_system=console.color_system)

@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
-import pkgutil
-import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from turngym.envs import registration
 from turngym.envs.registration import UnknownEnvError, is_class_path
-from turngym.trainer.schema import RecipeError, Schema, load_yaml, suggest
+from turngym.trainer.schema import RecipeError, Schema, load_yaml
 from turngym.trainer.seeds import EVAL_SEED_BASE, eval_seeds
 
 SUITE = Schema()
@@ -175,9 +173,8 @@ def make_each(envs: Sequence[Any]) -> set[str] | None:
         try:
             instance = make(env.id, **env.kwargs)
         except Exception as err:  # noqa: BLE001 (any failure to build the env is a recipe error)
-            yours = isinstance(err, UnknownEnvError) and not env.id.startswith("turngym/")  # not a typo of ours
-            hint = " An id that a module of yours registers needs `imports: [MODULE]`." if yours else ""
-            raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}{hint}") from err
+            hint = registration.import_hint(env.id, "`imports: [MODULE]`") if isinstance(err, UnknownEnvError) else ""
+            raise RecipeError(f"envs.{i}", f"cannot make {env.id!r}: {err}{' ' + hint if hint else ''}") from err
         if components is not None and not isinstance(instance, GymnasiumTextEnv):
             components |= set(instance.reward_weights)
         else:
@@ -196,39 +193,11 @@ def env_name_of(env_id: str) -> str:
 
 
 def import_env_module(module: str, key: str) -> None:
-    """Import `module` for the env ids it registers (`gymnasium.register`, `turngym.envs.register`).
-
-    It is searched on `sys.path`: the `turngym` command puts the current directory first there, as
-    `python -m` does, then come PYTHONPATH and the installed packages.
-
-    Raises:
-        RecipeError: naming `key`, the module and why it cannot be imported (with the closest module
-            name for a typo, or where the module raised).
-    """
-    if module.endswith(".py") or "/" in module or "\\" in module:
-        stem = module.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
-        raise RecipeError(
-            key, f"{module!r} is a file; name the module ({stem}) and run from its directory, or add that to PYTHONPATH"
-        )
-    if not all(part.isidentifier() for part in module.split(".")):
-        raise RecipeError(key, f"{module!r} is not a module name; write it dotted, e.g. my_pkg.envs")
+    """`turngym.envs.registration.import_env_module`, its failure a `RecipeError` naming `key` (`imports.<i>`)."""
     try:
-        importlib.import_module(module)
-    except Exception as err:  # noqa: BLE001 (anything the module raises: one line naming it)
-        raise RecipeError(key, f"cannot import {module!r}: {_import_problem(module, err)}") from err
-
-
-def _import_problem(module: str, err: Exception) -> str:
-    """Why `module` did not import: a missing module with the closest name, or the error and where it was raised."""
-    if isinstance(err, ModuleNotFoundError) and err.name and f"{module}.".startswith(f"{err.name}."):
-        parent = err.name.rpartition(".")[0]
-        path = getattr(importlib.import_module(parent), "__path__", []) if parent else None
-        known = [f"{parent}.{m.name}" if parent else m.name for m in pkgutil.iter_modules(path)]
-        hint = suggest(err.name, known) or " Run from the directory that holds it, or add that directory to PYTHONPATH."
-        return f"{err}.{hint}"
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
-    inside = frames and frames[-1].filename not in (__file__, importlib.__file__)
-    return f"{type(err).__name__}: {err}" + (f" (at {frames[-1].filename}:{frames[-1].lineno})" if inside else "")
+        registration.import_env_module(module)
+    except registration.EnvModuleError as err:
+        raise RecipeError(key, str(err)) from err
 
 
 def _validate(suite: SuiteConfig) -> None:  # noqa: C901 (a flat list of checks reads best)

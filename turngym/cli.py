@@ -130,8 +130,8 @@ IMPORTS = typer.Option(
     [],
     "--import",
     metavar="MODULE",
-    help="Import MODULE first, for the env ids it registers (gymnasium.register); repeatable. Found as "
-    "`python -m` finds modules: in the current directory, then on PYTHONPATH and among installed packages.",
+    help="Import MODULE first, for the env ids it registers (gymnasium.register); repeatable. Found on "
+    "PYTHONPATH, among installed packages or in the current directory (searched last).",
 )
 """`--import` of the commands that make envs."""
 
@@ -201,6 +201,7 @@ def envs_list(
 ) -> None:
     """List environment ids with one-line descriptions."""
     from turngym.envs import REASONING_GYM_PREFIX, TEXTARENA_PREFIX, registry
+    from turngym.envs.terminal import full_width
 
     table = Table("id", "description")
     for info in registry().values():
@@ -218,7 +219,7 @@ def envs_list(
 
         for name in sorted(rg.factory.DATASETS):
             table.add_row(REASONING_GYM_PREFIX + name, "reasoning-gym task, scored by reasoning-gym")
-    console.print(table)
+    full_width(console).print(table)
     if textarena:
         console.print(
             f"TextArena games: status from `turngym check` ({record.get('fuzz', '?')} fuzzed actions) with textarena "
@@ -261,6 +262,7 @@ def check(
 ) -> None:
     """Check an environment with turngym's checker and Gymnasium's, and print a report."""
     from turngym.envs.checker import CheckOptions, run_checks
+    from turngym.envs.terminal import full_width
 
     _import_modules(imports)
     env, gym_env = _load_env(target, _parse_kwargs(kwarg), for_gymnasium=True)
@@ -270,7 +272,7 @@ def check(
     for r in results:
         status = "[yellow]skipped[/yellow]" if r.skipped else "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
         table.add_row(r.name, status, r.detail)
-    console.print(table, width=None if console.is_terminal else 200)
+    full_width(console).print(table)
     failed = [r for r in results if not r.passed and not r.skipped]
     console.print(
         f"[red]{count_of(len(failed), 'check')} failed[/red]" if failed else "[green]all checks passed[/green]"
@@ -608,16 +610,13 @@ def _generator(model: str, backend: str, base_url: str | None, api_key_env: str 
 
 def _import_modules(modules: list[str]) -> None:
     """`--import`: import each module, for the env ids it registers, before any env is made; a failure exits 2."""
-    if not modules:
-        return
-    from turngym.trainer.schema import RecipeError
-    from turngym.trainer.suite import import_env_module  # only with --import: the trainer package loads torch
+    from turngym.envs.registration import EnvModuleError, import_env_module
 
     for module in modules:
         try:
-            import_env_module(module, "--import")
-        except RecipeError as err:
-            err_console.print(f"[red]import error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+            import_env_module(module)
+        except EnvModuleError as err:
+            err_console.print(f"[red]import error:[/red] --import: {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
 
@@ -648,7 +647,7 @@ def _load_env(target: str, kwargs: dict, for_gymnasium: bool = False):
 
     from turngym.envs import make, registry
     from turngym.envs.adapter import GymnasiumTextEnv
-    from turngym.envs.registration import UnknownEnvError
+    from turngym.envs.registration import UnknownEnvError, import_hint
     from turngym.envs.textarena_env import EnvUnavailableError
 
     try:
@@ -658,8 +657,7 @@ def _load_env(target: str, kwargs: dict, for_gymnasium: bool = False):
         gym_env = gymnasium.make(target, **kwargs).unwrapped if target in registry() else make(target, **kwargs)
         return env, gym_env.env if isinstance(gym_env, GymnasiumTextEnv) else gym_env
     except UnknownEnvError as err:
-        yours = not target.startswith(("turngym/", "textarena/", "reasoning_gym/"))  # not a typo of a built-in id
-        _fail(err, 2, note="An id that a module of yours registers needs --import MODULE." if yours else "")
+        _fail(err, 2, note=import_hint(target, "--import MODULE"))
     except (EnvUnavailableError, ImportError, AttributeError, TypeError, ValueError, OSError) as err:
         _fail(err, 2, where=_user_frame(err))
     except Exception as err:  # noqa: BLE001 (the user's env module or constructor raised: say where, in one line)
@@ -691,18 +689,20 @@ def _user_frame(err: BaseException) -> str:
 def main() -> None:
     """Entry point of the `turngym` command and `python -m turngym`.
 
-    The current directory goes first on `sys.path`, as `python -m turngym` puts it, so `--import
+    The current directory goes on `sys.path`, as `python -m turngym` puts it there, so `--import
     my_envs`, a recipe's `imports:` and `my_envs:MyEnv` ids find a module there with either command.
+    It goes last, after the installed packages, so that a `yaml.py` or `random.py` there does not
+    stand in for the library of that name.
     """
     import os
     import sys
 
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    cwd = os.getcwd()
+    sys.path[:] = [*(path for path in sys.path if path not in ("", ".", cwd)), cwd]
 
     from turngym.agent.logs import hidden_summary
 
-    if sys.argv[1:2] == ["train"] and {"-h", "--help"} & set(sys.argv[2:]):
+    if _subcommand(sys.argv[1:]) == "train" and {"-h", "--help"} & set(sys.argv[1:]):
         for info in app.registered_commands:  # the recipe reference imports torch: only for this help
             if info.name == "train":
                 info.epilog = escape(_train_epilog())
@@ -711,3 +711,11 @@ def main() -> None:
     finally:
         if summary := hidden_summary():
             err_console.print(f"[dim]({summary})[/dim]", highlight=False, soft_wrap=True)
+
+
+def _subcommand(args: list[str]) -> str | None:
+    """The first argument that is not an option: the subcommand (`turngym -v train --help` -> `train`).
+
+    `turngym`'s own options (`--version`, `--verbose`, `--help`) take no value, so none is mistaken for it.
+    """
+    return next((arg for arg in args if not arg.startswith("-")), None)

@@ -54,6 +54,35 @@ def test_check_passes_a_built_in_env() -> None:
     assert "all checks passed" in proc.stdout
 
 
+def piped(*args: str) -> subprocess.CompletedProcess:
+    """`turngym ARGS`, its output a pipe and COLUMNS unset, as in `| tee` or a CI log."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR")}
+    return subprocess.run([sys.executable, "-m", "turngym", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+def rows_of(output: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines() if line.startswith("│")]
+
+
+def test_a_quick_check_prints_its_table_whole_and_no_progress() -> None:
+    proc = piped("check", "turngym/GuessNumber-v0", "--fuzz", "10")
+    assert proc.returncode == 0 and proc.stderr == ""  # no "check 3/11: ..." lines for checks under a second
+    rows = rows_of(proc.stdout)
+    assert [row[0] for row in rows][:2] == ["spaces and reward weights", "render modes"] and len(rows) == 11
+    env = make("turngym/GuessNumber-v0")
+    assert rows[0][2] == f"components {sorted(env.reward_weights)}, max_turns {env.max_turns}"  # whole, on one line
+    assert max(len(line) for line in proc.stdout.splitlines()) > 80
+
+
+def test_envs_list_prints_each_description_whole_when_piped() -> None:
+    from turngym.envs import registry
+
+    proc = piped("envs", "list")
+    assert proc.returncode == 0, proc.stderr
+    built_in = [[info.id, info.description] for info in registry().values() if info.id.startswith("turngym/")]
+    assert rows_of(proc.stdout) == built_in  # (not the ids other tests register in this process)
+
+
 def test_check_reports_a_broken_user_env(tmp_path: Path) -> None:
     module = tmp_path / "broken_env.py"
     module.write_text(
@@ -70,9 +99,18 @@ def test_check_reports_a_broken_user_env(tmp_path: Path) -> None:
     assert "FAIL" in proc.stdout and "ZeroDivisionError" in proc.stdout and "2 checks failed" in proc.stdout
 
 
-def test_check_unknown_id_exits_2_with_suggestions() -> None:
-    proc = turngym("check", "turngym/GuessNum-v0")
-    assert proc.returncode == 2 and "Did you mean turngym/GuessNumber-v0?" in proc.stderr
+@pytest.mark.parametrize(
+    ("env_id", "suggestion"),
+    [
+        ("turngym/GuessNum-v0", "turngym/GuessNumber-v0"),
+        ("Wordle-v0", "textarena/Wordle-v0"),
+        ("gsm_symbolic", "reasoning_gym/gsm_symbolic"),
+    ],
+)
+def test_check_unknown_id_exits_2_with_suggestions(env_id: str, suggestion: str) -> None:
+    proc = turngym("check", env_id)
+    assert proc.returncode == 2 and f"Did you mean {suggestion}? `turngym envs list` shows every id." in proc.stderr
+    assert "--import" not in proc.stderr and "Registered ids" not in proc.stderr  # no hint, no list of every id
 
 
 @NEEDS_MISSING_NLTK_DATA

@@ -11,7 +11,8 @@ import pytest
 from tests.envs.plain_env import ScoredVowelGame, VowelGame
 from tests.envs.test_cli_envs import turngym
 from turngym.agent import SamplingParams, ScriptedGenerator, collect_groups
-from turngym.envs import GymnasiumTextEnv, TextEnv, check_env, env_name, make
+from turngym.envs import GymnasiumTextEnv, TextEnv, Turn, check_env, env_name, make
+from turngym.envs.checker import check_gymnasium
 
 PLAIN_PATH = str(Path(__file__).with_name("plain_env.py"))
 
@@ -55,6 +56,49 @@ def test_the_turn_limit_comes_from_max_turns_or_the_gymnasium_time_limit() -> No
     assert make("tests/PlainVowels-v0", max_turns=2).max_turns == 2  # an explicit limit goes to the adapter
     assert make(VowelGame, max_turns=4).max_turns == 4
     assert make(ScoredVowelGame).max_turns == 3  # the env's own attribute
+
+
+class Said(TextEnv):
+    """A TextEnv subclass, registered with `gymnasium.register` as a user might."""
+
+    default_reward_weights = {"said": 1.0}
+
+    def on_reset(self, options):
+        return "Say something."
+
+    def on_step(self, action):
+        return Turn("Heard.", {"said": 1.0})
+
+
+def test_a_text_env_registered_with_gymnasium_is_made_as_itself() -> None:
+    """Not adapted: its own reward components, and the registration's max_episode_steps as its max_turns."""
+    if "tests/Said-v0" not in gymnasium.registry:
+        gymnasium.register("tests/Said-v0", Said, max_episode_steps=4)
+    env = make("tests/Said-v0")
+    assert type(env) is Said and env.reward_weights == {"said": 1.0} and env.max_turns == 4
+    env.reset(seed=0)
+    assert [env.step("hi")[3] for _ in range(4)] == [False, False, False, True]  # truncated by the env, at turn 4
+    assert make("tests/Said-v0", max_turns=2).max_turns == 2  # an explicit limit wins
+    with pytest.raises(TypeError, match="Said has no argument 'max_turn'. Did you mean 'max_turns'?"):
+        make("tests/Said-v0", max_turn=2)
+
+
+def test_a_text_env_made_by_a_registered_factory_is_made_as_itself() -> None:
+    if "tests/SaidByFactory-v0" not in gymnasium.registry:
+        gymnasium.register("tests/SaidByFactory-v0", lambda: Said(max_turns=5))
+    env = make("tests/SaidByFactory-v0")
+    assert type(env) is Said and env.reward_weights == {"said": 1.0} and env.max_turns == 5
+    with pytest.raises(TypeError, match="tests/SaidByFactory-v0 is made by a factory that takes no max_turns"):
+        make("tests/SaidByFactory-v0", max_turns=2)  # not dropped in silence
+
+
+def test_gymnasiums_checker_gets_the_env_without_gymnasium_makes_wrappers() -> None:
+    """Gymnasium's checker would warn that the env "is different from the unwrapped version"."""
+    if "tests/PlainVowels-v0" not in gymnasium.registry:
+        gymnasium.register("tests/PlainVowels-v0", VowelGame, max_episode_steps=3)
+    wrapped = make("tests/PlainVowels-v0")
+    assert isinstance(wrapped, GymnasiumTextEnv) and wrapped.env.unwrapped is not wrapped.env  # TimeLimit kept
+    assert check_gymnasium(wrapped).detail == "no warnings"
 
 
 def test_a_plain_env_that_reports_its_own_components_metrics_and_won() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import gymnasium
 import pytest
@@ -12,8 +13,8 @@ import pytest
 import turngym
 from tests.envs.plain_env import LetterCount
 from turngym.envs import EnvCheckError, TextEnv, Turn, UnknownEnvError, check_env, make, register, registry
-from turngym.envs.checker import CheckOptions, check_gymnasium, run_checks
-from turngym.envs.registration import close_names
+from turngym.envs.checker import RESET_CHECK, CheckOptions, _checks, check_gymnasium, run_checks
+from turngym.envs.registration import close_names, import_hint
 
 BUILT_IN = [i for i in registry() if i.startswith("turngym/")]  # not ids tests register
 # representative ids of the two prefixes (the adapters' own tests cover them in depth)
@@ -62,10 +63,14 @@ def test_make_applies_kwargs_over_registered_defaults() -> None:
     [
         ("turngym/GuessNumbr-v0", "turngym/GuessNumber-v0"),
         ("turngym/GuesNumber-v0", "turngym/GuessNumber-v0"),
-        ("mastermind", "turngym/Mastermind-v0"),
+        ("turngym/GuessNum-v0", "turngym/GuessNumber-v0"),  # not textarena/GuessTheNumber-v0: the namespace counts
         ("gym/GuessNumber-v0", "turngym/GuessNumber-v0"),  # a wrong namespace
         ("reasoning-gym/countdown", "reasoning_gym/countdown"),  # a misspelt prefix
+        ("reasoning-gym/countdwn", "reasoning_gym/countdown"),  # and a misspelt name under it
         ("TextArena/Wordle-v0", "textarena/Wordle-v0"),
+        ("Wordle-v0", "textarena/Wordle-v0"),  # TextArena's game, not turngym/WordGuess-v0
+        ("wordle", "textarena/Wordle-v0"),
+        ("gsm_symbolic", "reasoning_gym/gsm_symbolic"),  # a reasoning-gym dataset
     ],
 )
 def test_an_unknown_id_with_a_clear_match_names_only_that_one(env_id: str, suggestion: str) -> None:
@@ -76,9 +81,36 @@ def test_an_unknown_id_with_a_clear_match_names_only_that_one(env_id: str, sugge
     )
 
 
-def test_an_unknown_id_without_a_match_lists_the_ids_and_prefixes() -> None:
-    with pytest.raises(UnknownEnvError, match=r"'foo/bar-v0'. Registered ids: turngym/MathVerify-v0, .*reasoning_gym/"):
-        make("foo/bar-v0")
+def test_a_name_two_namespaces_share_suggests_both() -> None:
+    with pytest.raises(UnknownEnvError) as caught:
+        make("mastermind")
+    assert "Did you mean turngym/Mastermind-v0 or textarena/Mastermind-v0? " in str(caught.value)
+
+
+@pytest.mark.parametrize("env_id", ["foo/bar-v0", "reasoning-gym/zzz"])
+def test_an_unknown_id_without_a_match_lists_the_ids_and_prefixes(env_id: str) -> None:
+    """A misspelt prefix is not "corrected" into another unknown id (reasoning_gym/zzz)."""
+    with pytest.raises(UnknownEnvError) as caught:
+        make(env_id)
+    listed = rf"unknown env id '{env_id}'. Registered ids: turngym/MathVerify-v0, .*reasoning_gym/"
+    assert re.match(listed, str(caught.value))
+    assert "Did you mean" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "hint"),
+    [
+        ("mine/Qwzx-v0", True),  # nothing close and no built-in namespace: most likely the user's own id
+        ("reasoning-gym/zzz", True),
+        ("Wordle-v0", False),  # something close was suggested
+        ("turngym/Nothing-v0", False),  # a built-in namespace: a typo of ours, not a module of the user's
+        ("textarena/Nothing-v0", False),
+        ("reasoning_gym/nothing", False),
+    ],
+)
+def test_the_import_hint_is_given_only_when_nothing_close_exists(env_id: str, hint: bool) -> None:
+    expected = "An id that a module of yours registers needs --import MODULE." if hint else ""
+    assert import_hint(env_id, "--import MODULE") == expected
 
 
 def test_close_names_counts_prefixes_and_names_a_clear_match_alone() -> None:
@@ -268,13 +300,40 @@ class _BadReset(TextEnv):
         return Turn("ok", {"won": 1.0}, terminated=True)
 
 
-def test_the_checker_reports_progress_as_each_check_starts_and_ends() -> None:
+def test_quick_checks_report_no_progress() -> None:
     lines: list[str] = []
-    results = run_checks(make("turngym/GuessNumber-v0"), CheckOptions(fuzz=20, progress=lines.append))
-    assert len(lines) == 2 * len(results) == 22  # a start and an end line for each of the 11 checks
-    assert lines[0] == "check 1/11: spaces and reward weights ..."
-    assert re.fullmatch(r"check 1/11: spaces and reward weights: pass in \d+\.\d s", lines[1])
-    assert lines[-2] == "check 11/11: gymnasium env_checker ..."
+    assert CheckOptions().progress_after_s == 1.0  # "about 1 s"
+    run_checks(make("turngym/GuessNumber-v0"), CheckOptions(fuzz=20, progress=lines.append))
+    assert lines == []
+
+
+class _SlowFirstReset(TextEnv):
+    """The first reset takes `SLOW_S`, so the check that makes it runs past `progress_after_s`."""
+
+    SLOW_S = 1.5
+    default_reward_weights = {"won": 1.0}
+
+    def on_reset(self, options):
+        if not hasattr(self, "slept_until"):
+            time.sleep(self.SLOW_S)
+            self.slept_until = time.perf_counter()
+        return "go"
+
+    def on_step(self, action):
+        return Turn("ok", {"won": 1.0}, terminated=True)
+
+
+def test_a_slow_check_reports_while_it_runs_and_as_it_ends() -> None:
+    env, heard = _SlowFirstReset(), []
+    run_checks(env, CheckOptions(fuzz=0, progress=lambda line: heard.append((time.perf_counter(), line))))
+    (said_at, running), (_, ended) = heard
+    assert running == "check 3/11: reset returns (str, dict) ..." and said_at < env.slept_until  # while it ran
+    assert re.fullmatch(r"check 3/11: reset returns \(str, dict\): pass in \d+\.\d s", ended)
+
+
+def test_the_checks_that_run_without_reset_are_marked_in_the_list() -> None:
+    checks = _checks(make("turngym/GuessNumber-v0"), CheckOptions())
+    assert [c.name for c in checks if not c.needs_reset] == ["spaces and reward weights", "render modes", RESET_CHECK]
 
 
 def test_a_failing_reset_is_reported_once_and_the_checks_that_need_it_are_skipped() -> None:

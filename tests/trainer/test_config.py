@@ -270,19 +270,19 @@ def test_gfpo_must_keep_fewer_than_the_group_size() -> None:
 
 @pytest.fixture
 def user_envs(tmp_path, monkeypatch):
-    """A module `cfg_user_envs` in a directory on sys.path that registers `cfgtest/Vowels-v0` with Gymnasium."""
+    """A module `cfg_user_envs` in a directory on sys.path that registers `cfgtest/Qwzx-v0` with Gymnasium."""
     import sys
     from pathlib import Path
 
     import gymnasium
 
     plain = Path(__file__).parents[1] / "envs" / "plain_env.py"
-    register = "\ngymnasium.register(id='cfgtest/Vowels-v0', entry_point=VowelGame)\n"
+    register = "\ngymnasium.register(id='cfgtest/Qwzx-v0', entry_point=VowelGame)\n"
     (tmp_path / "cfg_user_envs.py").write_text(plain.read_text() + register)
     (tmp_path / "cfg_broken_envs.py").write_text("raise RuntimeError('no GPU here')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "cfg_user_envs"
-    gymnasium.registry.pop("cfgtest/Vowels-v0", None)
+    gymnasium.registry.pop("cfgtest/Qwzx-v0", None)
     for name in ("cfg_user_envs", "cfg_broken_envs"):
         sys.modules.pop(name, None)
 
@@ -290,7 +290,7 @@ def user_envs(tmp_path, monkeypatch):
 def test_recipe_imports_register_env_ids_before_the_envs_are_made(user_envs) -> None:
     from turngym.trainer.config import check_envs
 
-    recipe = {"envs": ["cfgtest/Vowels-v0"]}
+    recipe = {"envs": ["cfgtest/Qwzx-v0"]}
     with pytest.raises(RecipeError) as caught:
         check_envs(load_recipe(recipe))
     assert caught.value.key == "envs.0" and "needs `imports: [MODULE]`" in str(caught.value)
@@ -322,7 +322,7 @@ def test_a_recipe_import_that_fails_is_one_line_naming_it(user_envs, imports, me
 def test_suite_imports_register_env_ids_and_leave_old_suites_unchanged(user_envs) -> None:
     from turngym.trainer.suite import load_suite
 
-    suite = load_suite({"envs": ["cfgtest/Vowels-v0"], "imports": [user_envs]})
+    suite = load_suite({"envs": ["cfgtest/Qwzx-v0"], "imports": [user_envs]})
     assert suite.to_dict()["imports"] == [user_envs]
     assert "imports" not in load_suite({"envs": ["turngym/GuessNumber-v0"]}).to_dict()  # saved reports still match
     with pytest.raises(RecipeError, match="imports.0: cannot import 'cfg_broken_envs': RuntimeError: no GPU here"):
@@ -334,3 +334,4 @@ def test_the_reference_documents_the_top_level_keys() -> None:
     for key in ("name", "imports"):
         assert f"\n  {key} (" in text and f"| `{key}` |" in table.split("### `model`")[0]
     assert "imports (list of str, default [])" in text
+

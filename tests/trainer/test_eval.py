@@ -72,6 +72,23 @@ def test_bad_suites_are_one_line_errors_that_name_the_key(changes, message) -> N
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("env_id", "hint"),
+    [
+        ("mine/Qwzx-v0", True),  # nothing close: most likely an id a module of the user's registers
+        ("Wordle-v0", False),  # "Did you mean textarena/Wordle-v0?" says it all
+        ("textarena/Wordl-v0", False),  # a built-in prefix: a typo, not the user's own id
+        ("reasoning_gym/gsm_symbolc", False),
+    ],
+)
+def test_a_suite_gives_the_imports_hint_only_when_nothing_close_exists(env_id, hint) -> None:
+    """The same rule as `turngym check`'s --import hint (`registration.import_hint`)."""
+    with pytest.raises(RecipeError) as caught:
+        load_suite(tiny_suite(envs=[env_id]))
+    assert str(caught.value).startswith(f"envs.0: cannot make {env_id!r}: unknown")
+    assert ("An id that a module of yours registers needs `imports: [MODULE]`." in str(caught.value)) is hint
+
+
 def test_suite_seeds_come_from_the_held_out_range_unless_listed() -> None:
     suite = load_suite(
         tiny_suite(seed_base=10, envs=["turngym/Mastermind-v0", {"id": "turngym/WordGuess-v0", "seeds": [5, 7]}])
@@ -171,10 +188,10 @@ def test_the_comparison_pairs_return_and_invalid_turns_not_only_success() -> Non
         (20 / 24, 12 / 24)
     )  # 83% and 50% of the turns
     d = report.comparisons[(trained, "e")]
-    assert list(d) == ["success", "reward", "invalid_rate"]
+    assert list(d) == ["success", "return", "invalid_rate"]
     assert (d["success"].difference, d["success"].a_better, d["success"].b_better) == (0.0, 0, 0)
     half = t_quantile(0.975, 3) * math.sqrt(2 / 3 / 4)  # per-seed return differences 2, 2, 3, 1: s^2 = 2/3
-    r = d["reward"]  # not cut to [-1, 1]: returns are not rates
+    r = d["return"]  # not cut to [-1, 1]: returns are not rates
     assert (r.difference, r.a_better, r.b_better, r.p_value) == (2.0, 4, 0, 2 * 0.5**4)
     assert (r.low, r.high) == pytest.approx((2 - half, 2 + half))
     i = d["invalid_rate"]  # per-seed differences -2/6, -2/6, -3/6, -1/6: the return's divided by -6
@@ -190,7 +207,15 @@ def test_the_comparison_pairs_return_and_invalid_turns_not_only_success() -> Non
     assert all("| " + " | ".join(row) + " |" in text for row in rows) and " | ".join(header) in text
     [record] = report_to_dict(report)["comparisons"]  # success stays at the top level, as older readers expect
     assert (record["difference"], record["seeds"]) == (0.0, 4) and record["invalid_rate"] == i.to_dict()
-    assert record["reward"] == r.to_dict()
+    assert record["return"] == r.to_dict()  # named as the tables name it
+    assert "reward" not in record
+
+
+def test_the_report_counts_episodes_per_seed_in_words() -> None:
+    one = fewer_invalid_turns_report()  # episodes_per_seed: 1
+    assert "; 1 episode per seed;" in markdown(one) and "episode(s)" not in markdown(one)
+    two = summarize([], {**one.suite, "episodes_per_seed": 2}, one.models)
+    assert "; 2 episodes per seed;" in markdown(two)
 
 
 def test_reward_components_are_labelled_unweighted_sums_in_the_report() -> None:
