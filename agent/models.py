@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from turngym.agent.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_adapter_dir, merged_model_dir
+
 # Bump when the layout written by `_convert_gguf` changes; older cached conversions are redone.
 CONVERSION_FORMAT = 1
 MARKER_FILE = "turngym_model.json"
@@ -80,8 +82,9 @@ def resolve_model(name_or_path: str, *, progress: bool = True) -> str:
 
     Args:
         name_or_path: an alias from `MODEL_ALIASES` (e.g. `"smollm2-135m"`, converted once and
-            cached), a local Hugging Face model directory (used as is), or a hub id `org/name`,
-            passed through unchanged (where a hub is reachable).
+            cached), a local Hugging Face model directory (used as is), a LoRA checkpoint (its base
+            model with the adapter merged, cached: `turngym.agent.adapters`), or a hub id
+            `org/name`, passed through unchanged (where a hub is reachable).
         progress: show a progress display while converting an embedded model.
 
     Returns:
@@ -98,6 +101,8 @@ def resolve_model(name_or_path: str, *, progress: bool = True) -> str:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         _check_model_dir(path, name_or_path)
+        if is_adapter_dir(path):  # a LoRA checkpoint: samplers get base + adapter, merged
+            return str(merged_model_dir(path))
         return str(path)
     if name_or_path.startswith(("/", "./", "../", "~")) or path.exists():
         raise ModelNotFoundError(
@@ -119,10 +124,12 @@ def _check_model_dir(path: Path, name: str) -> None:
     """A model directory has the `config.json` transformers and vLLM read first; say what the directory is instead."""
     if (path / "config.json").is_file():
         return
-    if (path / "checkpoints").is_dir() or (path / "recipe.yaml").is_file():
+    if (path / ADAPTER_CONFIG).is_file():
+        if (path / ADAPTER_WEIGHTS).is_file():
+            return
+        what = f"a LoRA adapter without its weights ({ADAPTER_WEIGHTS})"
+    elif (path / "checkpoints").is_dir() or (path / "recipe.yaml").is_file():
         what = "a turngym run directory: name one of its checkpoints (checkpoints/step-NNNNNN)"
-    elif (path / "adapter_config.json").is_file():
-        what = "a LoRA adapter without its base model, which turngym does not load yet"
     else:
         what = "not a model directory: it has no config.json"
     raise ModelNotFoundError(f"model {name!r} is {what}. Give a Hugging Face model directory or one of the "

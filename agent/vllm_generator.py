@@ -89,8 +89,9 @@ class VLLMGenerator:
         self.tied_embeddings = bool(getattr(model_config.hf_config, "tie_word_embeddings", False))
         # What `load_weights` may be given: the checkpoint's tensor names and shapes (None for a hub id).
         self.expected_shapes = _checkpoint_shapes(self.model_path, self.tied_embeddings)
-        # Layers without loadable weights (rotary caches) are reported on every reload; expected.
-        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(_ROTARY_RELOAD_FILTER)
+        # Layers a reload leaves alone (rotary caches; with LoRA, all but the adapted ones) are reported; expected.
+        for name in ("layerwise", "inplace"):
+            logging.getLogger(f"vllm.model_executor.model_loader.reload.{name}").addFilter(_PARTIAL_RELOAD_FILTER)
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Completion]:
         """Sample `sampling.n` completions per prompt in one batched engine call (see `Generator`)."""
@@ -129,7 +130,9 @@ class VLLMGenerator:
         the first load because the CPU backend repacks linear weights; vLLM's `reload_weights`
         re-runs the checkpoint loader and the repacking, and works on CPU and CUDA.
 
-        With tied embeddings, `model.named_parameters()` lists the shared tensor once, as
+        Only the tensors given are replaced; the rest keep their weights (a LoRA sync sends only the
+        layers its adapter changes). With tied embeddings, `model.named_parameters()` lists the shared
+        tensor once, as
         `model.embed_tokens.weight`; vLLM's reload would then keep the old LM head, so the head is
         sent under its own name too.
 
@@ -264,9 +267,17 @@ def _with_tied_head(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterat
         yield HEAD_NAME, embedding
 
 
-class _RotaryReloadFilter(logging.Filter):
+class _PartialReloadFilter(logging.Filter):
+    """Hide vLLM's notes on layers a reload left alone: expected, not a problem.
+
+    Rotary caches have no loadable weights, and a sync may send only the tensors that changed (a
+    LoRA sync sends the adapted layers; embeddings and norms keep their weights). Names and shapes
+    of what is sent are checked before the reload (`_check_weights`).
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("RotaryEmbedding: Failed to load weights")
+        message = record.getMessage()
+        return not (message.endswith(": Failed to load weights") or message.startswith("Following weights were not"))
 
 
-_ROTARY_RELOAD_FILTER = _RotaryReloadFilter()  # one instance: addFilter ignores repeats
+_PARTIAL_RELOAD_FILTER = _PartialReloadFilter()  # one instance: addFilter ignores repeats

@@ -1,7 +1,10 @@
 """Checkpoints: a Hugging Face model directory plus the trainer state for an exact resume.
 
 `<run dir>/checkpoints/step-000010/` holds `config.json`, `model.safetensors`, the tokenizer and
-its chat template (so `transformers`, vLLM and `VLLMGenerator` load it as a model), plus:
+its chat template (so `transformers`, vLLM and `VLLMGenerator` load it as a model); with `model.lora`,
+the adapter in peft's format instead of the model (`adapter_config.json`, which names the base model,
+and `adapter_model.safetensors`: megabytes, not the whole model), which `resolve_model` merges into its
+base for samplers and `turngym export` writes out as a model. Either way, plus:
 
     trainer_state.pt      optimizer, scheduler, step, seed cursor, objective state (GFPO's
                           adaptive-k history), and every process's RNG states
@@ -144,7 +147,7 @@ def save_checkpoint(
     Args:
         run_dir: the run directory.
         step: the last completed step.
-        model: the Hugging Face model (unwrapped).
+        model: the Hugging Face model (unwrapped), or a peft model (its adapter is saved).
         tokenizer: its tokenizer (saved with the chat template).
         state: the trainer state (`trainer_state.pt`).
         keep: how many checkpoints to keep.

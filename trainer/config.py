@@ -38,11 +38,32 @@ from typing import Any, Literal
 import yaml
 
 from turngym.algos import GRPO, OBJECTIVES, Objective
+from turngym.trainer.lora import ALL_LINEAR
 from turngym.trainer.schema import Choice, RecipeError, Schema, field_docs, json_like, load_yaml, type_name
 from turngym.trainer.seeds import EVAL_SEED_BASE
 from turngym.trainer.suite import env_name_of, import_env_module, load_suite, make_each
 
 CorrectionMode = Literal["auto", "token_truncate", "sequence_truncate", "token_mask", "sequence_mask", "none"]
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft): `model.lora: {}` trains them instead of every weight; absent or null: full fine-tuning.
+
+    Only the adapters are in AdamW; the sampler gets the merged weights of the layers they change, and a KL
+    reference is the same model with its adapters switched off. Rule of thumb for the learning rate: about 10x
+    full fine-tuning's (Schulman et al., "LoRA Without Regret", Thinking Machines 2025, which found rank 1-16 on
+    every linear layer, MLP included, to learn RL as well as full fine-tuning).
+    """
+
+    r: int = 16
+    """The adapters' rank."""
+    alpha: float = 32.0
+    """Scale: an adapter adds `alpha / r * B @ A` to its layer's weight."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input while training."""
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    """The linear layers that get adapters (default: every linear layer of attention and MLP)."""
 
 
 @dataclass
@@ -63,6 +84,10 @@ class ModelConfig:
     """Context length of the sampler (prompt plus every turn of an episode)."""
     kv_cache_gib: float = 2.0
     """Memory reserved for vLLM's KV cache (vLLM would otherwise take most of the RAM on CPU)."""
+    lora: LoraConfig | None = None
+    """Train LoRA adapters instead of every weight (`model.lora: {r: 16}`; see `model.lora.*`); null: full
+    fine-tuning. Give LoRA about 10x full fine-tuning's `optimizer.lr` ("LoRA Without Regret", Thinking Machines,
+    2025: rank 1-16 on every linear layer learned RL as well as full fine-tuning at that rate)."""
 
 
 @dataclass
@@ -301,8 +326,11 @@ def dump_recipe(config: TrainConfig) -> str:
 
 def recipe_changes(config: TrainConfig) -> list[str]:
     """`key=value` for each setting that differs from its default, in recipe order (a run's header line)."""
-    baseline = TrainConfig(envs=[EnvConfig(id=env.id) for env in config.envs])
+    lora = LoraConfig() if config.model.lora is not None else None  # LoRA's own defaults are not news
+    baseline = TrainConfig(model=ModelConfig(lora=lora), envs=[EnvConfig(id=env.id) for env in config.envs])
     mine, default = _dotted(recipe_to_dict(config, False)), _dotted(recipe_to_dict(baseline, False))
+    if lora is not None:
+        default.pop("model.lora.r")  # but LoRA itself is: its rank is always shown
     return [f"{key}={json_like(value)}" for key, value in mine.items() if default.get(key, ...) != value]
 
 
@@ -322,6 +350,7 @@ def _dotted(data: Any, prefix: str = "") -> dict[str, Any]:
 def _validate(config: TrainConfig) -> None:
     """Cross-field checks; each names the key and the fix."""
     _check_names_and_envs(config)
+    _check_lora(config.model.lora)
     _check_rollout(config)
     _check_optimizer(config)
     _check_run_and_eval(config)
@@ -353,6 +382,20 @@ def _check_names_and_envs(config: TrainConfig) -> None:
                 f"{name!r} is also the name of envs.{names.index(name)}; names key the metrics "
                 f"(eval/<name>/success), so give the entries different `name:`s",
             )
+
+
+def _check_lora(lora: LoraConfig | None) -> None:
+    """`model.lora`'s numbers and names (the names are checked against the model when it loads)."""
+    if lora is None:
+        return
+    if lora.r < 1:
+        raise RecipeError("model.lora.r", f"must be >= 1, got {lora.r}")
+    if lora.alpha <= 0:
+        raise RecipeError("model.lora.alpha", f"must be > 0, got {lora.alpha}")
+    if not 0 <= lora.dropout < 1:
+        raise RecipeError("model.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+    if not lora.target_modules:
+        raise RecipeError("model.lora.target_modules", f"is empty; name linear layers, e.g. {list(ALL_LINEAR)}")
 
 
 def _check_rollout(config: TrainConfig) -> None:
@@ -466,6 +509,7 @@ def _positive(value: int, key: str) -> None:
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
+    "model.lora": LoraConfig,
     "envs": EnvConfig,
     "rollout": RolloutConfig,
     "objective": Objective,

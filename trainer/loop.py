@@ -50,6 +50,7 @@ from turngym.agent.records import TrajectoryGroup, load_episodes
 from turngym.agent.rollout import collect_groups
 from turngym.algos import Objective, Selection
 from turngym.trainer import checkpoint as ckpt
+from turngym.trainer import lora
 from turngym.trainer.collate import StepRows
 from turngym.trainer.config import TrainConfig, check_envs, recipe_changes
 from turngym.trainer.display import Display
@@ -218,7 +219,7 @@ def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) 
         start = time.perf_counter()
         if result.changed_weights:
             run.display.phase("weight sync")
-            run.generator.load_weights(run.learner.model.named_parameters())
+            run.generator.load_weights(lora.sampler_weights(run.learner.model))
         sync_seconds = time.perf_counter() - start
         state.step, state.next_seed, state.objective = step, cursor.next_seed, rollout.selection.state
     # METRICS
@@ -376,7 +377,7 @@ def _start(config: TrainConfig, procs: Processes, run_dir: RunDir, generator: An
     for line in run_dir.skipped:
         display.print(f"[yellow]{escape(line)}[/yellow]")
     if run_dir.checkpoint is not None:
-        generator.load_weights(learner.model.named_parameters())  # sample from the resumed weights
+        generator.load_weights(lora.sampler_weights(learner.model))  # sample from the resumed weights
         display.print(f"resumed from {run_dir.checkpoint} (step {state.step})")
     log = MetricsLog(run_dir.path, config.run.tensorboard, procs.is_main)
     log.truncate_after(state.step)
@@ -396,15 +397,17 @@ def _seed_everything(config: TrainConfig, procs: Processes) -> None:
 def _build_learner(config: TrainConfig, checkpoint: Path | None, procs: Processes) -> tuple[Learner, Any, TrainState]:
     """The fp32 model (from the checkpoint when resuming), AdamW, schedule and reference model."""
     objective = config.objective
-    source = str(checkpoint) if checkpoint is not None else resolve_model(config.model.name)
-    model, tokenizer = load_model(source, procs.device)
+    model, tokenizer = _build_model(config, checkpoint, procs)
     model.train()
-    scorer = procs.prepare(TokenScorer(model, share_prefix=config.optimizer.share_prefix))
+    share_prefix = config.optimizer.share_prefix
+    scorer = procs.prepare(TokenScorer(model, share_prefix=share_prefix))
     optimizer, scheduler = make_optimizer(model, config.optimizer, config.run.steps)
     reference = None
-    if objective.needs_ref_logps:  # the KL anchor is the initial policy, also when resuming
+    if objective.needs_ref_logps and lora.is_adapted(model):  # the KL anchor: the base model, adapter off
+        reference = lora.WithoutAdapter(TokenScorer(model, share_prefix=share_prefix))
+    elif objective.needs_ref_logps:  # the KL anchor is the initial policy, also when resuming
         ref_model, _ = load_model(resolve_model(config.model.name), procs.device)
-        reference = TokenScorer(ref_model.eval().requires_grad_(False), share_prefix=config.optimizer.share_prefix)
+        reference = TokenScorer(ref_model.eval().requires_grad_(False), share_prefix=share_prefix)
     state = TrainState(step=0, next_seed=config.run.seed_start, objective=objective.initial_state())
     if checkpoint is not None:
         saved = ckpt.load_trainer_state(checkpoint)
@@ -416,6 +419,19 @@ def _build_learner(config: TrainConfig, checkpoint: Path | None, procs: Processe
     autocast = resolve_autocast(config.model.autocast, procs.device.type)
     learner = Learner(scorer, model, optimizer, scheduler, reference, autocast, config.rollout.temperature)
     return learner, tokenizer, state
+
+
+def _build_model(config: TrainConfig, checkpoint: Path | None, procs: Processes) -> tuple[torch.nn.Module, Any]:
+    """The model to train: `model.name`'s (or the checkpoint's) weights, with `model.lora`'s adapter, new or resumed."""
+    settings = config.model.lora
+    if settings is None:
+        source = str(checkpoint) if checkpoint is not None else resolve_model(config.model.name)
+        return load_model(source, procs.device)
+    model, tokenizer = load_model(resolve_model(config.model.name), procs.device)
+    if checkpoint is not None:
+        return lora.load_adapter(model, checkpoint), tokenizer
+    adapted = lora.add_adapter(model, settings.r, settings.alpha, settings.dropout, tuple(settings.target_modules))
+    return adapted, tokenizer
 
 
 def _build_generator(config: TrainConfig, procs: Processes) -> Any:

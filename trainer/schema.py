@@ -482,9 +482,11 @@ def _step_into(node: Any, part: str, where: str, key: str) -> Any:
         if isinstance(node[index], str):  # `envs: [an/id]` is short for `[{id: an/id}]`
             node[index] = {"id": node[index]}
         return node[index]
-    if not isinstance(node.get(part, {}), dict | list):
+    if node.get(part) is None:  # absent, or an optional section set to null (`model.lora: null`)
+        node[part] = {}
+    if not isinstance(node[part], dict | list):
         raise RecipeError(where, f"is a value, not a section; cannot set {key}")
-    return node.setdefault(part, {})
+    return node[part]
 
 
 def _expand_choice(parent: Any, part: str, where: str) -> None:

@@ -39,9 +39,10 @@ class Learner:
     Attributes:
         scorer: the `TokenScorer` the backward passes go through (DDP-wrapped with several processes).
         model: the unwrapped Hugging Face model (saved in checkpoints, synced into the sampler).
-        optimizer: AdamW over `model`'s parameters (fp32 master weights).
+        optimizer: AdamW over `model`'s trainable parameters (all, or a LoRA adapter's; fp32 master weights).
         scheduler: the learning-rate schedule, stepped once per rollout batch.
-        reference: a frozen copy of the initial policy when the objective's `kl_coef > 0`, else None.
+        reference: the initial policy when the objective's `kl_coef > 0` (a frozen copy, or with LoRA the
+            same model with its adapter off), else None.
         autocast: run forward/backward under bf16 autocast.
         temperature: the sampling temperature (the trainer scores tokens at it).
     """
@@ -107,9 +108,10 @@ class UpdateResult:
 
 
 def make_optimizer(model: nn.Module, config: OptimizerConfig, total_steps: int) -> tuple[Any, Any]:
-    """AdamW and a LambdaLR schedule: linear warm-up, then constant, cosine or linear decay."""
+    """AdamW over the trainable parameters, and a LambdaLR schedule: warm-up, then constant, cosine or linear."""
+    trainable = [p for p in model.parameters() if p.requires_grad]  # all of them, or a LoRA adapter's
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        trainable, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
     )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config, total_steps))
 

@@ -515,6 +515,37 @@ def _run_eval(  # the checked `eval` arguments
     console.print(f"report: {out / 'report.md'} (and report.json, {plots}) in {out}", soft_wrap=True)
 
 
+@app.command("export", cls=_Command)
+def export(
+    source: Path = typer.Argument(
+        ..., metavar="CHECKPOINT", help="A checkpoint (RUN/checkpoints/step-NNNNNN), or a run directory: its newest."
+    ),
+    out: Path = typer.Argument(..., metavar="OUT", help="A new directory for the model."),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Write a checkpoint as a Hugging Face model directory (a LoRA adapter merged into its base model)."""
+    from turngym.agent.adapters import export_model
+    from turngym.trainer.checkpoint import MARKER, checkpoint_dir, checkpoint_problem, latest_checkpoint
+
+    if checkpoint_dir(source).is_dir():
+        checkpoint = latest_checkpoint(source)
+        problem = None if checkpoint is not None else "it is a run directory without a complete checkpoint"
+    elif (source / MARKER).is_file():
+        checkpoint, problem = source, checkpoint_problem(source)
+    else:
+        checkpoint, problem = None, "it is neither a checkpoint (no turngym_checkpoint.json) nor a run directory"
+    if problem is not None:
+        err_console.print(f"[red]export:[/red] {escape(str(source))}: {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    try:
+        export_model(checkpoint, out)
+    except (FileExistsError, OSError, ValueError) as err:
+        err_console.print(f"[red]export:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    typer.echo(str(out))
+    err_console.print(f"[dim]{checkpoint} -> {out}: transformers and vLLM load it as a model[/dim]", soft_wrap=True)
+
+
 @app.command("plot", cls=_Command)
 def plot(
     run_dirs: list[str] = typer.Argument(

@@ -144,6 +144,11 @@ def test_correction_auto_resolves_per_objective() -> None:
         (["optimizer.lr=-1"], "optimizer.lr", "must be > 0"),
         (["rollout.max_context_tokens=99999"], "rollout.max_context_tokens", "model.max_model_len"),
         (["rollout.temperature=nan"], "rollout.temperature", "must be finite"),
+        (["model.lora.r=0"], "model.lora.r", "must be >= 1"),
+        (["model.lora.dropout=1"], "model.lora.dropout", "must be in [0, 1)"),
+        (["model.lora.target_modules=[]"], "model.lora.target_modules", "is empty"),
+        (["model.lora.rank=2"], "model.lora.rank", "Valid keys: r, alpha, dropout, target_modules"),
+        (["model.lora=5"], "model.lora", "must be a mapping"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(overrides, key, fragment) -> None:
@@ -335,3 +340,15 @@ def test_the_reference_documents_the_top_level_keys() -> None:
         assert f"\n  {key} (" in text and f"| `{key}` |" in table.split("### `model`")[0]
     assert "imports (list of str, default [])" in text
 
+
+def test_lora_is_off_by_default_and_an_override_turns_it_on() -> None:
+    assert load_recipe(BASE).model.lora is None
+    for recipe, overrides in [(BASE, ["model.lora.r=1"]), ({**BASE, "model": {"lora": None}}, ["model.lora.r=1"])]:
+        lora = load_recipe(recipe, overrides).model.lora
+        assert (lora.r, lora.alpha, lora.dropout) == (1, 32.0, 0.0)
+        assert lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    on = load_recipe({**BASE, "model": {"lora": {}}})
+    assert on.model.lora.r == 16
+    assert recipe_changes(on) == ["model.lora.r=16"]  # LoRA is named, its other defaults are not
+    assert recipe_changes(load_recipe(BASE, ["model.lora.alpha=8"])) == ["model.lora.r=16", "model.lora.alpha=8.0"]
+    assert load_recipe(yaml.safe_load(dump_recipe(on))).model.lora == on.model.lora  # recipe.yaml round-trips

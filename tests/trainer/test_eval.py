@@ -378,7 +378,7 @@ def test_resolve_model_refuses_a_directory_without_config_json(tmp_path) -> None
     from turngym.agent.models import ModelNotFoundError, resolve_model
 
     (tmp_path / "adapter_config.json").write_text("{}")
-    with pytest.raises(ModelNotFoundError, match="a LoRA adapter without its base model"):
+    with pytest.raises(ModelNotFoundError, match="a LoRA adapter without its weights"):
         resolve_model(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     assert resolve_model(str(tmp_path)) == str(tmp_path)

@@ -51,15 +51,14 @@ def test_two_processes_compute_the_single_process_gradient(tiny_model_dir, tmp_p
     assert reports[0]["tokens_trained"] == reports[1]["tokens_trained"]  # both report the step's totals
 
 
-@pytest.fixture
-def recipe_file(tiny_model_dir, tmp_path) -> Path:
-    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", run={"steps": 3, "checkpoint_every": 2})
-    path = tmp_path / "recipe.json"
-    path.write_text(json.dumps(recipe))
-    return path
-
-
-def test_a_two_process_training_run(recipe_file, tmp_path) -> None:
+@pytest.mark.parametrize("lora", [None, {"r": 2, "alpha": 32}], ids=["full", "lora"])
+def test_a_two_process_training_run(lora, tiny_model_dir, tmp_path) -> None:
+    """Both processes end with the same weights (with LoRA: the same adapter on the same base)."""
+    recipe = tiny_recipe(
+        tiny_model_dir, tmp_path / "run", model={"lora": lora}, run={"steps": 3, "checkpoint_every": 2}
+    )
+    recipe_file = tmp_path / "recipe.json"
+    recipe_file.write_text(json.dumps(recipe))
     launch([str(HERE / "train_script.py"), str(recipe_file)])
     run_dir = tmp_path / "run"
     records = read_metrics(run_dir)

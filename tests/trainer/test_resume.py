@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.trainer.support import tiny_recipe
 from turngym.trainer import load_recipe
 from turngym.trainer.checkpoint import MARKER, complete_checkpoints
@@ -48,23 +50,26 @@ def learning_metrics(run_dir: Path) -> dict[int, dict]:
     return {r["step"]: {k: v for k, v in r.items() if not k.startswith(TIMING)} for r in read_metrics(run_dir)}
 
 
-def slow_recipe(model_dir, run_dir) -> dict:
+def slow_recipe(model_dir, run_dir, lora: dict | None = None) -> dict:
     """Six deterministic steps, a checkpoint every two; the env sleeps so a step lasts about a second."""
     return tiny_recipe(
         model_dir,
         run_dir,
+        model={"lora": lora},
         envs=[{"id": "tests/Vowels-v0", "kwargs": {"delay": 0.04}}],
         run={"steps": 6, "checkpoint_every": 2, "deterministic": True},
     )
 
 
-def test_sigkill_then_resume_repeats_the_uninterrupted_metrics(tiny_model_dir, tmp_path) -> None:
+@pytest.mark.parametrize("lora", [None, {"r": 2, "alpha": 32}], ids=["full", "lora"])
+def test_sigkill_then_resume_repeats_the_uninterrupted_metrics(lora, tiny_model_dir, tmp_path) -> None:
+    """With LoRA the checkpoint holds the adapter and its AdamW state; the resumed run repeats the same steps."""
     reference = tmp_path / "reference"
-    code, output = finish(start(slow_recipe(tiny_model_dir, reference), tmp_path))
+    code, output = finish(start(slow_recipe(tiny_model_dir, reference, lora), tmp_path))
     assert code == 0, output[-3000:]
 
     killed = tmp_path / "killed"
-    process = start(slow_recipe(tiny_model_dir, killed), tmp_path)
+    process = start(slow_recipe(tiny_model_dir, killed, lora), tmp_path)
     wait_for_step(killed, 3, process)  # after the step-2 checkpoint, before the end
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -74,7 +79,7 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_metrics(tiny_model_dir, t
     resumed_from = int(saved[-1].name.removeprefix("step-"))
     assert 2 <= resumed_from < 6
 
-    code, output = finish(start(slow_recipe(tiny_model_dir, killed), tmp_path, "run.resume=auto"))
+    code, output = finish(start(slow_recipe(tiny_model_dir, killed, lora), tmp_path, "run.resume=auto"))
     assert code == 0, output[-3000:]
     assert f"resumed from {saved[-1]}" in output
     expected, got = learning_metrics(reference), learning_metrics(killed)
