@@ -3,7 +3,7 @@
 Three things the loop needs from an adapted model, and nothing else:
 
 - `add_adapter`: wrap the causal LM so that only the adapter's matrices train (peft's
-  `get_peft_model`); the frozen base weights can stay in a lower dtype.
+  `get_peft_model`); the frozen base weights stay fp32, like full fine-tuning's.
 - `merged_weights`: the Hugging Face-named weights the sampler must change to sample from base +
   adapter: `W + scaling * B @ A` for every adapted linear layer, computed apart from the model (its
   own parameters are not touched). Layers the sampler fuses (q/k/v, gate/up) are sent whole.
@@ -141,15 +141,3 @@ def hf_parameter_name(name: str) -> str:
 def _has_module(model: nn.Module, leaf: str) -> bool:
     return any(name.rsplit(".", 1)[-1] == leaf for name, _ in model.named_modules())
 
-
-def describe(model: Any) -> str:
-    """'LoRA r=16 on 7 module kinds: 1.2M of 136M parameters train (0.9%)' (or full fine-tuning)."""
-    total = sum(p.numel() for p in model.parameters())
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if not is_adapted(model):
-        return f"full fine-tuning: {total / 1e6:.0f}M parameters train"
-    config = model.peft_config[model.active_adapter]
-    return (
-        f"LoRA r={config.r}, alpha={config.lora_alpha:g} on {', '.join(sorted(config.target_modules))}: "
-        f"{trained / 1e6:.2f}M of {total / 1e6:.0f}M parameters train ({trained / total:.2%})"
-    )
