@@ -184,6 +184,29 @@ class VLLMGenerator:
             )
 
 
+def kv_cache_bytes_per_token(model: str, dtype: str = "auto") -> int:
+    """Bytes of KV cache one token takes in a vLLM engine on `model` (keys and values of every layer).
+
+    `2 x layers x key/value heads x head size x bytes per element`, from the model's config and
+    the engine's dtype (`"auto"` as `VLLMGenerator` resolves it). SmolLM2-135M in float32: 2 x 30 x
+    3 x 64 x 4 = 46,080 bytes.
+    """
+    import torch
+    from transformers import AutoConfig
+
+    from turngym.agent.hardware import resolve_dtype
+    from turngym.agent.models import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(model))
+    config = getattr(config, "text_config", config)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    resolved = resolve_dtype(dtype, "cuda" if torch.cuda.is_available() else "cpu")
+    itemsize = getattr(torch, resolved).itemsize
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * itemsize
+
+
 def _cpu_block_size(on_cuda: bool) -> dict[str, int]:
     """KV blocks of 32 tokens on CPU (vLLM's CPU default is 128; its attention needs a multiple of 32).
 

@@ -82,8 +82,16 @@ class ModelConfig:
     """
     max_model_len: int = 2048
     """Context length of the sampler (prompt plus every turn of an episode)."""
-    kv_cache_gib: float = 2.0
-    """Memory reserved for vLLM's KV cache (vLLM would otherwise take most of the RAM on CPU)."""
+    kv_cache_gib: Literal["auto"] | float = "auto"
+    """Memory reserved for vLLM's KV cache. `auto`: room for one step's episodes at once (`rollout.groups_per_step` x
+    `rollout.group_size`, this process's share) at `rollout.max_context_tokens` (default `max_model_len`) tokens
+    each, at most 2 GiB; a smaller cache only makes the engine queue requests.
+    """
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them: a micro-batch's activation
+    memory shrinks to about one layer's, for about a third more compute. A group's shared prompt is then computed
+    once per episode (`optimizer.share_prefix` needs the kept activations).
+    """
     lora: LoraConfig | None = None
     """Train LoRA adapters instead of every weight (`model.lora: {r: 16}`; see `model.lora.*`); null: full
     fine-tuning. Give LoRA about 10x full fine-tuning's `optimizer.lr` ("LoRA Without Regret", Thinking Machines,
@@ -423,7 +431,7 @@ def _check_rollout(config: TrainConfig) -> None:
     if r.max_refill_rounds < 0:
         raise RecipeError("rollout.max_refill_rounds", f"must be >= 0, got {r.max_refill_rounds}")
     _positive(m.max_model_len, "model.max_model_len")
-    if m.kv_cache_gib <= 0:
+    if m.kv_cache_gib != "auto" and m.kv_cache_gib <= 0:
         raise RecipeError("model.kv_cache_gib", f"must be > 0, got {m.kv_cache_gib}")
     context = r.max_context_tokens
     if context is not None and not 0 < context <= m.max_model_len:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import resource
@@ -118,7 +119,7 @@ class TrainResult:
         evals: held-out evaluations by step (0 = before training), one `EnvStats` per env.
         train_seconds: wall time of the training steps (rollout, update, sync, logging), without
             set-up and evaluations.
-        peak_memory_gib: the process's peak resident memory.
+        peak_memory_gib: peak resident memory of the run's processes, summed (`peak_memory_gib`).
         plots: the learning-curve PNGs written into `<run dir>/plots`.
     """
 
@@ -166,11 +167,23 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
         run.display.close()
         run.log.close()
     result.step = state.step
-    result.peak_memory_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result.peak_memory_gib = sum(procs.gather(peak_memory_gib()))
     if procs.is_main:
         result.plots = _plot(run.dir)
     _summarise(result, run.display)
     return result
+
+
+def peak_memory_gib() -> float:
+    """This process's peak resident memory plus that of any child process it waited for.
+
+    The vLLM engine runs inside the trainer's process (no worker processes), so for one process
+    this is the whole run's peak. Children's peaks are added although they may not have coincided
+    with this process's: an upper bound, never an underestimate.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 2**20  # Linux reports KiB
 
 
 def _run_steps(run: Run, state: TrainState, result: TrainResult) -> None:
@@ -399,6 +412,8 @@ def _build_learner(config: TrainConfig, checkpoint: Path | None, procs: Processe
     objective = config.objective
     model, tokenizer = _build_model(config, checkpoint, procs)
     model.train()
+    if config.model.gradient_checkpointing:  # recompute activations in the backward pass; keep none of them
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     share_prefix = config.optimizer.share_prefix
     scorer = procs.prepare(TokenScorer(model, share_prefix=share_prefix))
     optimizer, scheduler = make_optimizer(model, config.optimizer, config.run.steps)
@@ -443,10 +458,32 @@ def _build_generator(config: TrainConfig, procs: Processes) -> Any:
         config.model.name,
         dtype=config.model.sampler_dtype,
         max_model_len=config.model.max_model_len,
-        kv_cache_gib=config.model.kv_cache_gib,
+        kv_cache_gib=kv_cache_gib(config, procs.world_size),
         seed=config.run.seed + procs.rank,
         **procs.engine_kwargs(),
     )
+
+
+AUTO_KV_CACHE_MAX_GIB = 2.0  # `model.kv_cache_gib: auto` never reserves more (the fixed size it replaced)
+
+
+def kv_cache_gib(config: TrainConfig, processes: int = 1) -> float:
+    """`model.kv_cache_gib`, with `auto` sized from the workload: one step's episodes at full context, at once.
+
+    A process plays `groups_per_step x group_size / processes` episodes per turn, each holding at
+    most `rollout.max_context_tokens` (default `model.max_model_len`) tokens; at least one
+    `max_model_len` sequence must fit, and the result is capped at `AUTO_KV_CACHE_MAX_GIB`. The demo
+    (64 episodes of at most 256 tokens, SmolLM2-135M in float32): 64 x 256 x 46,080 B = 0.70 GiB.
+    """
+    from turngym.agent.vllm_generator import kv_cache_bytes_per_token
+
+    model, rollout = config.model, config.rollout
+    if model.kv_cache_gib != "auto":
+        return float(model.kv_cache_gib)
+    episodes = math.ceil(rollout.groups_per_step * rollout.group_size / processes)
+    tokens = max(episodes * (rollout.max_context_tokens or model.max_model_len), model.max_model_len)
+    per_token = kv_cache_bytes_per_token(model.name, model.sampler_dtype)
+    return min(tokens * per_token / 2**30, AUTO_KV_CACHE_MAX_GIB)
 
 
 def _save(run: Run, state: TrainState) -> None:

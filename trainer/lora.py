@@ -140,4 +140,3 @@ def hf_parameter_name(name: str) -> str:
 
 def _has_module(model: nn.Module, leaf: str) -> bool:
     return any(name.rsplit(".", 1)[-1] == leaf for name, _ in model.named_modules())
-

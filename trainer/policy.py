@@ -182,8 +182,12 @@ class TokenScorer(nn.Module):
         return nn.functional.pad(scored, (1, 0))  # (n, T)
 
     def _shared_prefix(self, input_ids: Tensor, select: Tensor) -> int:
-        """Length of a prefix all rows share and no scored token needs the hidden states of."""
-        if not self.share_prefix or input_ids.shape[0] < 2:
+        """Length of a prefix all rows share and no scored token needs the hidden states of.
+
+        0 under gradient checkpointing: checkpointed layers drop the prefix's cached keys and values.
+        """
+        checkpointed = self.model.training and getattr(self.model, "is_gradient_checkpointing", False)
+        if not self.share_prefix or input_ids.shape[0] < 2 or checkpointed:
             return 0
         differs = (input_ids != input_ids[:1]).any(0)  # (T,) a position where some row differs
         common = int(differs.float().argmax()) if bool(differs.any()) else input_ids.shape[1]
