@@ -1,7 +1,11 @@
 """The trainer's update phase against a bare torch loop on the same token batches, and against the matmul peak.
 
-Batch: a GuessNumber-shaped step on SmolLM2-135M: 8 groups x 8 episodes; per group one ~80-token
-prompt, per episode 3 turns of 20 sampled tokens with 25 feedback tokens between them (~210 tokens).
+Batch: the demo's real first step on SmolLM2-135M (`bench/data/demo_step1.jsonl`, recorded by
+`bench/lora_vs_full.py --episodes`: 8 groups x 8 GuessNumber episodes of 86-215 tokens, 12,850 in
+all, a 79-token prompt per group), or any recorded episodes (`--episodes FILE`), or with
+`--synthetic` a GuessNumber-shaped step of random tokens (per group one 80-token prompt, per episode 3
+turns of 20 sampled tokens with 25 feedback tokens between them). `--engine` starts the demo's vLLM
+engine in the process first, as `turngym train` does.
 
     turngym   `turngym.trainer.update.update`: GRPO, micro-batches of `--budget` padded tokens,
               the trainer's defaults (logprobs at sampled positions only, a group's prompt computed
@@ -17,7 +21,8 @@ achieved FLOP/s counts the FLOPs turngym's update really performs (forward + bac
 forward = 2 x parameters x tokens computed + the head on scored tokens + attention) and is divided
 by a matmul peak measured here, in fp32 and in bf16.
 
-    .venv/bin/python bench/update_throughput.py [--repeats 2] [--budget 4096]
+    .venv/bin/python bench/update_throughput.py [--repeats 2] [--budget 2048] [--episodes FILE | --synthetic]
+        [--engine]
 
 Last lines: `ratio: X` (turngym tokens/s / bare tokens/s; target >= 0.9) and
 `peak_fraction: Y` (of the peak of the precision used; target >= 0.5).
@@ -28,11 +33,13 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from pathlib import Path
 
 import torch
 
+from turngym.agent.generator import SamplingParams
 from turngym.agent.hardware import keep_freed_memory, native_bf16
-from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord
+from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord, load_episodes
 from turngym.algos import GRPO
 from turngym.trainer.collate import StepRows, collate, plan_micro_batches
 from turngym.trainer.config import CorrectionConfig, OptimizerConfig
@@ -82,7 +89,7 @@ def update_flops(model, rows: StepRows, budget: int) -> float:
     body = sum(p.numel() for p in model.parameters()) - embed  # tied embeddings: the head is the embedding
     lengths = rows.lengths()
     computed = scored = attention = 0
-    for batch in plan_micro_batches(lengths, rows.group_ids.tolist(), budget, whole_groups=True):
+    for batch in plan_micro_batches(lengths, rows.group_ids.tolist(), budget, by_group=True):
         for g in {int(rows.group_ids[r]) for r in batch}:
             members = [r for r in batch if int(rows.group_ids[r]) == g]
             shared = rows.trajectories[members[0]].prompt_length - 1
@@ -112,7 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--budget", type=int, default=4096)
+    parser.add_argument("--budget", type=int, default=2048, help="micro_batch_tokens (the demo's)")
+    parser.add_argument("--episodes", default=str(Path(__file__).parent / "data" / "demo_step1.jsonl"))
+    parser.add_argument("--synthetic", action="store_true", help="random tokens in a GuessNumber-shaped step")
+    parser.add_argument("--engine", action="store_true", help="start the demo's vLLM engine in this process first")
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM
@@ -123,7 +133,11 @@ def main() -> None:
     path = resolve_model(args.model)
     autocast = native_bf16("cpu")
     model, tokenizer = load_model(path, torch.device("cpu"))
-    groups = guess_number_step(len(tokenizer))
+    if args.engine:  # what `turngym train` holds while it updates
+        from turngym.agent.vllm_generator import VLLMGenerator
+
+        VLLMGenerator(args.model, max_model_len=256, kv_cache_gib=0.7).generate([[1] * 80], SamplingParams(n=8))
+    groups = guess_number_step(len(tokenizer)) if args.synthetic else load_episodes(args.episodes)
     rows = StepRows.of(groups, GRPO().advantages(groups))
     tokens = sum(rows.lengths())
     print(f"step: {len(rows)} episodes, {tokens} tokens, budget {args.budget}; bf16 autocast: {autocast}")

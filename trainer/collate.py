@@ -4,7 +4,8 @@
 objective's `trainable` flags. `plan_micro_batches` sorts rows by length and packs them greedily so
 each micro-batch holds at most `token_budget` padded tokens (rows x longest row): sorting keeps the
 padding small, and `padding_fraction` reports what is left. Objectives that need whole groups in
-a micro-batch (GVPO) are packed group by group.
+a micro-batch (GVPO) are packed group by group; with prefix sharing a group's rows are packed
+together too, a group larger than the budget split into parts.
 """
 
 from __future__ import annotations
@@ -91,7 +92,11 @@ class MicroBatch:
 
 
 def plan_micro_batches(
-    lengths: Sequence[int], group_ids: Sequence[int], token_budget: int, whole_groups: bool = False
+    lengths: Sequence[int],
+    group_ids: Sequence[int],
+    token_budget: int,
+    whole_groups: bool = False,
+    by_group: bool = False,
 ) -> list[list[int]]:
     """Pack rows into micro-batches of at most `token_budget` padded tokens, longest first.
 
@@ -99,16 +104,20 @@ def plan_micro_batches(
         lengths: tokens per row.
         group_ids: group of each row.
         token_budget: most `rows x longest row` per micro-batch; a longer single unit gets its own.
-        whole_groups: pack whole groups (a group is never split across micro-batches).
+        whole_groups: pack whole groups (a group is never split across micro-batches, whatever its size).
+        by_group: pack a group's rows together (the scorer computes their shared prompt once per
+            micro-batch), splitting a group that alone exceeds the budget into parts that fit.
 
     Returns:
         Row indices per micro-batch, each sorted by length (longest first).
     """
-    if whole_groups:
+    if whole_groups or by_group:
         members: dict[int, list[int]] = {}
         for row, group in enumerate(group_ids):
             members.setdefault(int(group), []).append(row)
         units = list(members.values())
+        if not whole_groups:
+            units = [part for unit in units for part in _fit(unit, lengths, token_budget)]
     else:
         units = [[row] for row in range(len(lengths))]
     units.sort(key=lambda unit: max(lengths[r] for r in unit), reverse=True)
@@ -122,6 +131,17 @@ def plan_micro_batches(
             batches.append(list(unit))
             width = unit_width
     return [sorted(batch, key=lambda r: -lengths[r]) for batch in batches]
+
+
+def _fit(rows: list[int], lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+    """`rows` in consecutive parts (longest first) of at most `token_budget` padded tokens each (one row at least)."""
+    parts: list[list[int]] = []
+    for row in sorted(rows, key=lambda r: -lengths[r]):
+        if parts and (len(parts[-1]) + 1) * lengths[parts[-1][0]] <= token_budget:
+            parts[-1].append(row)
+        else:
+            parts.append([row])
+    return parts
 
 
 def padding_fraction(

@@ -190,8 +190,9 @@ class OptimizerConfig:
     small.
     """
     share_prefix: bool = True
-    """Compute the prompt a group's episodes share once per group, not once per episode (exact: same logprobs
-    and gradients); micro-batches then hold whole groups.
+    """Compute the prompt a group's episodes share once per micro-batch, not once per episode (exact: same
+    logprobs and gradients); a group's episodes then go into the same micro-batch, a group larger than
+    `micro_batch_tokens` split into parts that each compute the prompt once.
     """
 
 

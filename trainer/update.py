@@ -202,7 +202,8 @@ def _plan(
             [lengths[r] for r in part],
             [int(rows.group_ids[r]) for r in part],
             config.micro_batch_tokens,
-            objective.needs_whole_groups or config.share_prefix,
+            whole_groups=objective.needs_whole_groups,
+            by_group=config.share_prefix,
         )
         for part in active
     ]

@@ -58,6 +58,22 @@ def test_plan_micro_batches_keeps_groups_whole_when_asked() -> None:
     assert sorted(map(sorted, batches)) == [[0, 1], [2, 3]]  # a group larger than the budget stays whole
 
 
+def test_plan_micro_batches_by_group_keeps_groups_together_and_splits_only_oversize_ones() -> None:
+    lengths = [10, 50, 20, 40, 30, 30, 30]
+    groups = [0, 0, 1, 1, 2, 2, 2]
+    batches = plan_micro_batches(lengths, groups, token_budget=100, by_group=True)
+    for batch in batches:
+        assert len(batch) * max(lengths[r] for r in batch) <= 100
+    # group 0 (2 x 50 = 100) and group 1 (2 x 40 = 80) fit whole; group 2 (3 x 30 = 90) fits whole;
+    # packing by longest unit: [1, 0] | [3, 2] | [4, 5, 6]
+    assert batches == [[1, 0], [3, 2], [4, 5, 6]]
+    # a budget below a group's size splits it, longest rows first: at 60, group 0 -> [1] [0], group 1
+    # (2 x 40 = 80) -> [3] [2], group 2 -> [4, 5] [6]; then the parts are packed longest first:
+    # [1] | [3] | [4, 5] | [6] + [2] (2 x 30 = 60) | [0]
+    split = plan_micro_batches(lengths, groups, token_budget=60, by_group=True)
+    assert split == [[1], [3], [4, 5], [6, 2], [0]]
+
+
 def test_deal_gives_every_process_the_same_number_of_micro_batches() -> None:
     batches = [[0], [1, 2], [3]]
     lengths = [5, 5, 5, 5]
