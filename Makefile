@@ -55,6 +55,7 @@ bench: setup
 	$(PY) bench/fuzz_envs.py
 	$(PY) bench/rollout_throughput.py
 	$(PY) bench/update_throughput.py
+	$(PY) bench/lora_vs_full.py
 	$(PY) bench/grpo_vs_trl.py
 
 lint: setup
