@@ -68,7 +68,8 @@ def test_one_real_step_per_objective(name, engine, tiny_model_dir, tmp_path) -> 
 
 def test_one_and_four_micro_batches_give_the_same_weights(engine, restore, tiny_model_dir, tmp_path) -> None:
     """Step-global totals: splitting the step into micro-batches, or sharing prompts, changes nothing."""
-    runs = {"whole": (100_000, True), "rows": (250, False), "groups": (250, True)}  # budget, share_prefix
+    # budget, share_prefix; "split": groups of 4 rows of 60-90 tokens exceed 250 padded tokens, so each is split
+    runs = {"whole": (100_000, True), "rows": (250, False), "groups": (400, True), "split": (250, True)}
     metrics, trained = {}, {}
     for name, (budget, share) in runs.items():
         overrides = {
@@ -81,10 +82,12 @@ def test_one_and_four_micro_batches_give_the_same_weights(engine, restore, tiny_
         result = train(load_recipe(tiny_recipe(tiny_model_dir, tmp_path / name, **overrides)), generator=engine)
         restore()  # the next run starts from the same engine weights, so it samples the same episodes
         metrics[name], trained[name] = read_metrics(result.run_dir)[0], weights(latest_checkpoint(result.run_dir))
-    assert [metrics[n]["micro_batches"] for n in runs] == [1, metrics["rows"]["micro_batches"], 3]
+    # 3 groups of 4 rows: one group (at most 360 padded tokens) fits in 400, two do not
+    assert [metrics[n]["micro_batches"] for n in ("whole", "groups")] == [1, 3]
     assert metrics["rows"]["micro_batches"] >= 4  # 12 rows of 60-90 tokens, at most 250 padded tokens each
+    assert metrics["split"]["micro_batches"] > 3  # a group larger than the budget goes in parts
     assert len({metrics[n]["reward"] for n in runs}) == 1 and len({metrics[n]["tokens_trained"] for n in runs}) == 1
-    for name in ("rows", "groups"):
+    for name in ("rows", "groups", "split"):
         # The gradient's norm (before clipping) sees any normalisation error; only fp32 summation order differs.
         assert metrics[name]["grad_norm"] == pytest.approx(metrics["whole"]["grad_norm"], rel=1e-5)
         # AdamW's first step moves a weight by about lr (1e-3) where |g| >> eps; the weights agree to 2% of that
