@@ -117,10 +117,16 @@ def plan_micro_batches(
             members.setdefault(int(group), []).append(row)
         units = list(members.values())
         if not whole_groups:
-            units = [part for unit in units for part in _fit(unit, lengths, token_budget)]
+            # a group too large for the budget goes in parts, packed as single rows are
+            units = [part for unit in units for part in _pack([[r] for r in unit], lengths, token_budget)]
     else:
         units = [[row] for row in range(len(lengths))]
-    units.sort(key=lambda unit: max(lengths[r] for r in unit), reverse=True)
+    return [sorted(batch, key=lambda r: -lengths[r]) for batch in _pack(units, lengths, token_budget)]
+
+
+def _pack(units: list[list[int]], lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+    """Units of rows, longest first, greedily into batches of at most `token_budget` padded tokens (a unit at least)."""
+    units = sorted(units, key=lambda unit: max(lengths[r] for r in unit), reverse=True)
     batches: list[list[int]] = []
     width = 0
     for unit in units:
@@ -130,18 +136,7 @@ def plan_micro_batches(
         else:
             batches.append(list(unit))
             width = unit_width
-    return [sorted(batch, key=lambda r: -lengths[r]) for batch in batches]
-
-
-def _fit(rows: list[int], lengths: Sequence[int], token_budget: int) -> list[list[int]]:
-    """`rows` in consecutive parts (longest first) of at most `token_budget` padded tokens each (one row at least)."""
-    parts: list[list[int]] = []
-    for row in sorted(rows, key=lambda r: -lengths[r]):
-        if parts and (len(parts[-1]) + 1) * lengths[parts[-1][0]] <= token_budget:
-            parts[-1].append(row)
-        else:
-            parts.append([row])
-    return parts
+    return batches
 
 
 def padding_fraction(

@@ -465,15 +465,24 @@ def _build_generator(config: TrainConfig, procs: Processes) -> Any:
 
 
 AUTO_KV_CACHE_MAX_GIB = 2.0  # `model.kv_cache_gib: auto` never reserves more (the fixed size it replaced)
+KV_BLOCK_TOKENS = (
+    128  # vLLM gives a sequence whole KV blocks (32 tokens on CPU here, 16 by default on CUDA; 128 at most)
+)
+
+
+def _whole_blocks(tokens: int) -> int:
+    """`tokens` rounded up to whole KV blocks of the largest size vLLM uses."""
+    return -(-tokens // KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS
 
 
 def kv_cache_gib(config: TrainConfig, processes: int = 1) -> float:
     """`model.kv_cache_gib`, with `auto` sized from the workload: one step's episodes at full context, at once.
 
     A process plays `groups_per_step x group_size / processes` episodes per turn, each holding at
-    most `rollout.max_context_tokens` (default `model.max_model_len`) tokens; at least one
-    `max_model_len` sequence must fit, and the result is capped at `AUTO_KV_CACHE_MAX_GIB`. The demo
-    (64 episodes of at most 256 tokens, SmolLM2-135M in float32): 64 x 256 x 46,080 B = 0.70 GiB.
+    most `rollout.max_context_tokens` (default `model.max_model_len`) tokens, rounded up to whole
+    blocks; at least one `max_model_len` sequence must fit, and the result is capped at
+    `AUTO_KV_CACHE_MAX_GIB`. The demo at `max_model_len` 256 (64 episodes, SmolLM2-135M in float32):
+    64 x 256 x 46,080 B = 0.70 GiB.
     """
     from turngym.agent.vllm_generator import kv_cache_bytes_per_token
 
@@ -481,7 +490,8 @@ def kv_cache_gib(config: TrainConfig, processes: int = 1) -> float:
     if model.kv_cache_gib != "auto":
         return float(model.kv_cache_gib)
     episodes = math.ceil(rollout.groups_per_step * rollout.group_size / processes)
-    tokens = max(episodes * (rollout.max_context_tokens or model.max_model_len), model.max_model_len)
+    context = _whole_blocks(rollout.max_context_tokens or model.max_model_len)
+    tokens = max(episodes * context, _whole_blocks(model.max_model_len))
     per_token = kv_cache_bytes_per_token(model.name, model.sampler_dtype)
     return min(tokens * per_token / 2**30, AUTO_KV_CACHE_MAX_GIB)
 

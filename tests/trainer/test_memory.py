@@ -76,7 +76,7 @@ def test_auto_kv_cache_holds_one_step_of_episodes_at_full_context(smollm2_dir, t
     assert loop.kv_cache_gib(demo) == pytest.approx(64 * 256 * per_token / 2**30)  # 0.70 GiB
     assert loop.kv_cache_gib(demo, processes=2) == pytest.approx(32 * 256 * per_token / 2**30)
     context = _config(base, {"group_size": 8, "groups_per_step": 8, "max_context_tokens": 100}, tmp_path, smollm2_dir)
-    assert loop.kv_cache_gib(context) == pytest.approx(64 * 100 * per_token / 2**30)
+    assert loop.kv_cache_gib(context) == pytest.approx(64 * 128 * per_token / 2**30)  # 100 tokens: one 128-block
     one = _config(base, {"group_size": 2, "groups_per_step": 1, "max_context_tokens": 16}, tmp_path, smollm2_dir)
     assert loop.kv_cache_gib(one) == pytest.approx(256 * per_token / 2**30)  # room for one max_model_len sequence
     long = _config({**base, "max_model_len": 4096}, {"group_size": 16, "groups_per_step": 8}, tmp_path, smollm2_dir)
