@@ -1,6 +1,6 @@
 """Memory settings: `model.gradient_checkpointing` and `model.kv_cache_gib: auto`.
 
-Checkpointing must change what is kept, not what is computed: the same update, with fewer bytes
+Checkpointing must change what is kept, not what is computed: the same gradients, with fewer bytes
 held for the backward pass. The automatic KV cache size is checked against the hand-computed
 formula of `kv_cache_gib`'s docstring.
 """
@@ -45,7 +45,7 @@ def _saved_bytes(learner: loop.Learner, rows) -> int:
 
 
 @pytest.mark.parametrize("lora", [None, LORA], ids=["full", "lora"])
-def test_gradient_checkpointing_gives_the_same_update_and_keeps_less(tiny_model_dir, tmp_path, lora) -> None:
+def test_gradient_checkpointing_gives_the_same_gradients_and_keeps_less(tiny_model_dir, tmp_path, lora) -> None:
     plain, config = _learner(tiny_model_dir, tmp_path / "plain", checkpointing=False, lora=lora)
     checkpointed, _ = _learner(tiny_model_dir, tmp_path / "ckpt", checkpointing=True, lora=lora)
     assert checkpointed.model.is_gradient_checkpointing and not plain.model.is_gradient_checkpointing
@@ -53,16 +53,29 @@ def test_gradient_checkpointing_gives_the_same_update_and_keeps_less(tiny_model_
     rows = synthetic_rows(groups=2, group_size=3)
     # Kept for the backward pass: each layer's input instead of each layer's intermediate tensors.
     assert _saved_bytes(checkpointed, rows) < 0.5 * _saved_bytes(plain, rows)
+    batch = collate(rows, list(range(len(rows))))
+    weights = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(0))  # (N, T) any linear loss
     for learner in (plain, checkpointed):
         learner.optimizer.zero_grad()
-        update(learner, GRPO(), rows, config.optimizer, config.correction, Processes.from_environment())
+        logps = learner.scorer(batch.input_ids, batch.policy.loss_mask, 1.0, batch.policy.group_ids)  # (N, T)
+        (logps * weights).sum().backward()
     pairs = zip(plain.model.named_parameters(), checkpointed.model.parameters(), strict=True)
-    changed = 0
+    compared = 0
     for (name, a), b in pairs:
-        # fp32, the same operations recomputed; the prompt is computed per row instead of once: 1e-5 relative
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
-        changed += a.requires_grad
-    assert changed > 0
+        if a.grad is None:
+            assert b.grad is None, name
+            continue
+        # fp32, the same operations recomputed, the prompt computed per row instead of once: rounding only.
+        # (Compared before AdamW: its first step moves a weight by about lr whatever the size of its
+        # gradient, so a rounding-level gradient near 0 could flip the update's sign.)
+        scale = float(a.grad.abs().max())
+        assert float((a.grad - b.grad).abs().max()) <= 1e-5 * scale + 1e-9, name
+        compared += 1
+    assert compared > 0
+    before = [p.detach().clone() for p in checkpointed.model.parameters() if p.requires_grad]
+    update(checkpointed, GRPO(), rows, config.optimizer, config.correction, Processes.from_environment())
+    after = [p for p in checkpointed.model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))  # the checkpointed update trains
 
 
 def _config(model: dict, rollout: dict, tmp_path, model_dir) -> object:

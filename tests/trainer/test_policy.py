@@ -6,7 +6,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from turngym.trainer.policy import CPU_ATTENTION, EAGER_MAX_KEYS, TokenScorer, length_buckets, load_model
+from turngym.trainer.policy import (
+    CPU_ATTENTION,
+    EAGER_MAX_KEYS,
+    TokenScorer,
+    grouped_eager_attention,
+    length_buckets,
+    load_model,
+)
 
 
 def plain_logps(model, input_ids: torch.Tensor, score_mask: torch.Tensor) -> torch.Tensor:
@@ -54,3 +61,45 @@ def test_length_buckets_minimise_the_padded_tokens() -> None:
     # close ends stay together: 4 x (130 - 80) + 80 = 280 beats any split (each split adds 80)
     assert length_buckets([100, 110, 120, 130], overhead=80) == [[0, 1, 2, 3]]
     assert length_buckets([0, 0], overhead=10) == []
+
+
+def test_grouped_attention_equals_transformers_eager_with_shared_key_heads() -> None:
+    """6 query heads on 2 key/value heads: head h must use key/value head h // 3, as `repeat_kv` pairs them."""
+    from types import SimpleNamespace
+
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 6, 5, 4, generator=generator, requires_grad=True)  # (B, H, Tq, D)
+    key = torch.randn(2, 2, 7, 4, generator=generator, requires_grad=True)  # (B, K, Tk, D)
+    value = torch.randn(2, 2, 7, 4, generator=generator, requires_grad=True)  # (B, K, Tk, D)
+    mask = torch.zeros(2, 1, 5, 7)  # (B, 1, Tq, Tk) a causal mask over 2 cached keys, row 1 left-padded
+    mask[:, :, torch.arange(5)[:, None] + 2 < torch.arange(7)[None]] = float("-inf")
+    mask[1, :, :, 0] = float("-inf")
+    module = SimpleNamespace(num_key_value_groups=3, training=False)
+    expected, _ = eager_attention_forward(module, query, key, value, mask, scaling=0.5)  # (B, Tq, H, D)
+    ours = grouped_eager_attention(query, key, value, mask, scaling=0.5)  # (B, Tq, H, D)
+    assert float((ours - expected).detach().abs().max()) < 1e-6
+    weights = torch.randn(expected.shape, generator=generator)  # (B, Tq, H, D)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (query, key, value))
+    ours_grads = torch.autograd.grad((ours * weights).sum(), (query, key, value))
+    for ours_grad, expected_grad in zip(ours_grads, expected_grads, strict=True):
+        assert float((ours_grad - expected_grad).abs().max()) < 1e-5
+
+
+def test_swiglu_backward_is_the_derivative_of_silu_gate_times_up() -> None:
+    from turngym.trainer.policy import SwiGLU
+
+    generator = torch.Generator().manual_seed(1)
+    gate = torch.randn(3, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    up = torch.randn(3, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(SwiGLU.apply, (gate, up))
+    assert torch.equal(SwiGLU.apply(gate, up), torch.nn.functional.silu(gate) * up)
+
+
+def test_load_model_routes_every_mlp_through_swiglu(tiny_model_dir) -> None:
+    from turngym.trainer.policy import _swiglu_mlp_forward
+
+    model, _ = load_model(str(tiny_model_dir), torch.device("cpu"))
+    mlps = [layer.mlp for layer in model.model.layers]
+    assert mlps and all(mlp.forward.__func__ is _swiglu_mlp_forward for mlp in mlps)

@@ -72,6 +72,9 @@ def test_plan_micro_batches_by_group_keeps_groups_together_and_splits_only_overs
     # [1] | [3] | [4, 5] | [6] + [2] (2 x 30 = 60) | [0]
     split = plan_micro_batches(lengths, groups, token_budget=60, by_group=True)
     assert split == [[1], [3], [4, 5], [6, 2], [0]]
+    # a group of 8 x 10 tokens over a budget of 70 goes as 4 + 4 (the largest part sets the memory
+    # peak), not as greedy packing's 7 + 1
+    assert plan_micro_batches([10] * 8, [0] * 8, token_budget=70, by_group=True) == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 def test_deal_gives_every_process_the_same_number_of_micro_batches() -> None:
