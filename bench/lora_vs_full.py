@@ -9,11 +9,13 @@ engine and trainer together, as in a training run), and the resident memory afte
 is where a run's memory goes.
 
     .venv/bin/python bench/lora_vs_full.py [--recipe examples/recipes/demo.yaml] [--repeats 3]
-        [--variant full=] [--variant lora16=model.lora.r=16,optimizer.lr=3e-4] [--profile]
+        [--variant full=model.lora=null] [--variant lora16=model.lora.r=16,optimizer.lr=3e-4] [--profile]
         [--episodes FILE]
 
-A variant is a name and recipe overrides; the pseudo-override `malloc=default` leaves glibc's
-allocator as it is (`turngym train` sets it to keep freed memory, `agent/hardware.keep_freed_memory`).
+A variant is a name and recipe overrides (`name=` alone: the recipe as it is); the pseudo-override
+`malloc=default` leaves glibc's allocator as it is (`turngym train` sets it to keep freed memory,
+`agent/hardware.keep_freed_memory`). The default variants set full fine-tuning explicitly (the demo
+recipe trains LoRA).
 `--episodes FILE` keeps the step's episodes (an existing file is trained on as it is).
 
 Last lines: `update_ratio`, `sync_ratio`, `memory_ratio` of each LoRA variant against `full`.
@@ -36,7 +38,11 @@ from typing import Any
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
-DEFAULT_VARIANTS = ("full=", "lora_r16=model.lora.r=16,optimizer.lr=3e-4", "lora_r1=model.lora.r=1,optimizer.lr=3e-4")
+DEFAULT_VARIANTS = (
+    "full=model.lora=null,optimizer.lr=3e-5",
+    "lora_r16=model.lora.r=16,optimizer.lr=3e-4",
+    "lora_r1=model.lora.r=1,optimizer.lr=3e-4",
+)
 
 
 def rss_gib() -> float:

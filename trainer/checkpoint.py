@@ -185,7 +185,7 @@ def parameter_digest(model: Any) -> str:
     digest = hashlib.sha256()
     for name, param in sorted(model.named_parameters()):
         digest.update(name.encode())
-        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy())  # no copy: hashlib reads the buffer
     return digest.hexdigest()
 
 

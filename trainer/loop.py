@@ -31,7 +31,6 @@ import json
 import math
 import os
 import random
-import resource
 import signal
 import threading
 import time
@@ -57,6 +56,7 @@ from turngym.trainer.config import TrainConfig, check_envs, recipe_changes
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
 from turngym.trainer.heldout import evaluate_suite, training_suite, transcript
+from turngym.trainer.memory import PeakMemory
 from turngym.trainer.metrics import MetricsLog, rollout_metrics, success
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
 from turngym.trainer.report import EnvStats
@@ -119,7 +119,7 @@ class TrainResult:
         evals: held-out evaluations by step (0 = before training), one `EnvStats` per env.
         train_seconds: wall time of the training steps (rollout, update, sync, logging), without
             set-up and evaluations.
-        peak_memory_gib: peak resident memory of the run's processes, summed (`peak_memory_gib`).
+        peak_memory_gib: peak resident memory of the run's processes and their children, summed (`PeakMemory`).
         plots: the learning-curve PNGs written into `<run dir>/plots`.
     """
 
@@ -149,6 +149,17 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
     if generator is not None and procs.distributed:
         raise ValueError("pass no generator to a multi-process run: each process starts its own")
     run_dir = open_run(config, procs)
+    with PeakMemory() as memory:  # this process and any child it starts (vLLM inspects the model in one)
+        run, result = _train(config, procs, run_dir, generator)
+    result.peak_memory_gib = sum(procs.gather(memory.peak_gib()))
+    if procs.is_main:
+        result.plots = _plot(run.dir)
+    _summarise(result, run.display)
+    return result
+
+
+def _train(config: TrainConfig, procs: Processes, run_dir: RunDir, generator: Any) -> tuple[Run, TrainResult]:
+    """`train` after the checks: start, evaluate before, run the steps, evaluate after."""
     try:
         run, state = _start(config, procs, run_dir, generator)
     except Exception as err:
@@ -167,23 +178,7 @@ def train(config: TrainConfig, generator: Any = None) -> TrainResult:
         run.display.close()
         run.log.close()
     result.step = state.step
-    result.peak_memory_gib = sum(procs.gather(peak_memory_gib()))
-    if procs.is_main:
-        result.plots = _plot(run.dir)
-    _summarise(result, run.display)
-    return result
-
-
-def peak_memory_gib() -> float:
-    """This process's peak resident memory plus that of any child process it waited for.
-
-    The vLLM engine runs inside the trainer's process (no worker processes), so for one process
-    this is the whole run's peak. Children's peaks are added although they may not have coincided
-    with this process's: an upper bound, never an underestimate.
-    """
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 2**20  # Linux reports KiB
+    return run, result
 
 
 def _run_steps(run: Run, state: TrainState, result: TrainResult) -> None:
