@@ -18,17 +18,11 @@ import collections
 import os
 from pathlib import Path
 
+from turngym.trainer.memory import resident_gib
+
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 EPISODES = Path(__file__).parent / "data" / "demo_step1.jsonl"
-
-
-def rss_gib() -> float:
-    """This process's resident memory now (VmRSS)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
 
 
 def main() -> None:
@@ -68,11 +62,12 @@ def main() -> None:
         return tensor
 
     learner.model.train()
-    before = rss_gib()
+    before = resident_gib()
     logps = learner.scorer(batch.input_ids, batch.policy.loss_mask, 1.0, batch.policy.group_ids)  # (n, T)
-    after_forward = rss_gib()
+    after_forward = resident_gib()
     logps.sum().backward()
-    grown = f"+{after_forward - before:.2f} GiB after the forward, {rss_gib() - before:+.2f} GiB after the backward"
+    after_backward = resident_gib()
+    grown = f"+{after_forward - before:.2f} GiB after the forward, {after_backward - before:+.2f} GiB after backward"
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         logps = learner.scorer(batch.input_ids, batch.policy.loss_mask, 1.0, batch.policy.group_ids)  # (n, T)
     del logps

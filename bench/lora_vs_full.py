@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from turngym.trainer.memory import resident_gib
+
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
@@ -43,14 +45,6 @@ DEFAULT_VARIANTS = (
     "lora_r16=model.lora.r=16,optimizer.lr=3e-4",
     "lora_r1=model.lora.r=1,optimizer.lr=3e-4",
 )
-
-
-def rss_gib() -> float:
-    """This process's resident memory now (VmRSS)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
 
 
 def peak_gib() -> float:
@@ -68,7 +62,7 @@ def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int,
     from turngym.trainer.distributed import Processes
     from turngym.trainer.update import update
 
-    stages = {"start": rss_gib()}
+    stages = {"start": resident_gib()}
     glibc_default = "malloc=default" in overrides  # measure the allocator setting `turngym train` makes
     overrides = [o for o in overrides if o != "malloc=default"]
     config = load_recipe(recipe, ["eval.at_start=false", *overrides])
@@ -77,9 +71,9 @@ def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int,
         keep_freed_memory()  # as `turngym train` does on CPU
     loop._seed_everything(config, procs)
     learner, _, _ = loop._build_learner(config, None, procs)
-    stages["learner (weights, AdamW not yet allocated)"] = rss_gib()
+    stages["learner (weights, AdamW not yet allocated)"] = resident_gib()
     generator = loop._build_generator(config, procs)
-    stages["vLLM engine (weights, KV cache)"] = rss_gib()
+    stages["vLLM engine (weights, KV cache)"] = resident_gib()
     rollout, env = config.rollout, config.envs[0]
     start = time.perf_counter()
     played = collect_groups(
@@ -94,7 +88,7 @@ def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int,
         progress=False,
     )
     rollout_seconds = time.perf_counter() - start
-    stages["after one rollout"] = rss_gib()
+    stages["after one rollout"] = resident_gib()
     if not episodes.exists():
         save_episodes(episodes, played)
     groups = load_episodes(episodes)
@@ -107,7 +101,7 @@ def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int,
         generator.load_weights(lora.sampler_weights(learner.model))
         sync = time.perf_counter() - start
         if i == 0:
-            stages["after the first update and sync"] = rss_gib()
+            stages["after the first update and sync"] = resident_gib()
             continue
         updates.append(result.seconds)
         syncs.append(sync)

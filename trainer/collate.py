@@ -124,7 +124,7 @@ def plan_micro_batches(
 
 
 def _split(rows: list[int], lengths: Sequence[int], token_budget: int) -> list[list[int]]:
-    """A group's rows in as few parts of about equal size as fit `token_budget` (one part if it fits).
+    """A group's rows, longest first, in the fewest parts of equal row counts that fit `token_budget`.
 
     Even parts rather than greedy ones: a group of 8 rows that just exceeds the budget goes as 4 + 4,
     not 7 + 1, so the largest micro-batch, which sets the memory peak, is half the group.

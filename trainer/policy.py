@@ -10,6 +10,7 @@ gradient is synchronised through its forward.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -130,12 +131,14 @@ class SwiGLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
-        """Gradients for `gate` and `up` from the output's gradient (formulas above)."""
+        """Gradients for `gate` and `up` from the output's gradient (formulas above), computed in fp32."""
         gate, up = ctx.saved_tensors
+        dtype = gate.dtype
+        gate, up, grad = gate.float(), up.float(), grad.float()  # no-ops in fp32; bf16 would round each step
         sigmoid = torch.sigmoid(gate)  # (..., I)
         grad_up = grad * gate * sigmoid  # (..., I)
         grad_gate = grad * up * sigmoid * (1 + gate * (1 - sigmoid))  # (..., I)
-        return grad_gate, grad_up
+        return grad_gate.to(dtype), grad_up.to(dtype)
 
 
 def _swiglu_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
@@ -143,20 +146,23 @@ def _swiglu_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
     return self.down_proj(SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
 
 
-def lean_swiglu_mlps(model: nn.Module) -> int:
-    """Route every Llama-style gated SiLU MLP of `model` through `SwiGLU`; returns how many.
+SWIGLU_MLPS = ("LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP")  # forward: down(act(gate(x)) * up(x))
 
-    An MLP qualifies when it has `gate_proj`, `up_proj` and `down_proj` and a SiLU `act_fn` (Llama,
-    Qwen, Mistral, SmolLM2). Only the instance's `forward` changes: weights, saving and LoRA
-    adapters (which replace the projections inside) are untouched.
+
+def lean_swiglu_mlps(model: nn.Module) -> int:
+    """Route every MLP of `model` whose class is in `SWIGLU_MLPS` and whose activation is SiLU through `SwiGLU`.
+
+    Other models' MLPs can have the same three projections and still compute something else (scale
+    factors, clamps, expert routing), so classes are named, not guessed. Only the instance's
+    `forward` changes: weights, saving and LoRA adapters (which replace the projections inside) are
+    untouched. Returns how many MLPs were routed.
     """
     from transformers.activations import SiLUActivation
 
     count = 0
     for module in model.modules():
-        projections = all(hasattr(module, name) for name in ("gate_proj", "up_proj", "down_proj"))
-        if projections and isinstance(getattr(module, "act_fn", None), (nn.SiLU, SiLUActivation)):
-            module.forward = _swiglu_mlp_forward.__get__(module)
+        if type(module).__name__ in SWIGLU_MLPS and isinstance(module.act_fn, (nn.SiLU, SiLUActivation)):
+            module.forward = functools.partial(_swiglu_mlp_forward, module)  # a partial pickles; a bound method not
             count += 1
     return count
 

@@ -97,9 +97,31 @@ def test_swiglu_backward_is_the_derivative_of_silu_gate_times_up() -> None:
     assert torch.equal(SwiGLU.apply(gate, up), torch.nn.functional.silu(gate) * up)
 
 
-def test_load_model_routes_every_mlp_through_swiglu(tiny_model_dir) -> None:
+def test_load_model_routes_every_mlp_through_swiglu_and_the_model_still_pickles(tiny_model_dir) -> None:
+    import pickle
+
     from turngym.trainer.policy import _swiglu_mlp_forward
 
     model, _ = load_model(str(tiny_model_dir), torch.device("cpu"))
     mlps = [layer.mlp for layer in model.model.layers]
-    assert mlps and all(mlp.forward.__func__ is _swiglu_mlp_forward for mlp in mlps)
+    assert mlps and all(mlp.forward.func is _swiglu_mlp_forward for mlp in mlps)
+    copy = pickle.loads(pickle.dumps(model))  # e.g. a spawned worker; a bound method on the instance would not load
+    input_ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.equal(copy(input_ids).logits, model(input_ids).logits)
+
+
+def test_an_mlp_of_another_class_is_left_alone() -> None:
+    from turngym.trainer.policy import lean_swiglu_mlps
+
+    class ScaledMLP(torch.nn.Module):  # Llama's three projections and SiLU, but its own forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate_proj, self.up_proj = torch.nn.Linear(4, 8), torch.nn.Linear(4, 8)
+            self.down_proj, self.act_fn = torch.nn.Linear(8, 4), torch.nn.SiLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2.0 * self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+    model = torch.nn.Sequential(ScaledMLP())
+    assert lean_swiglu_mlps(model) == 0
+    assert "forward" not in vars(model[0])
