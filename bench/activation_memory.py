@@ -1,7 +1,8 @@
 """What the trainer's forward pass keeps for the backward pass, tensor by tensor, on one group of a recorded step.
 
 Builds the learner of a recipe (default: the demo), takes one group of the demo's recorded first
-step (`bench/data/demo_step1.jsonl`, 8 episodes), runs the scorer's forward as an update does, and
+step (`bench/data/demo_step1.jsonl`, 8 episodes), runs the scorer's forward as an update does (bf16
+autocast where `model.autocast` resolves to it: `model.autocast=off` for fp32), and
 counts every tensor autograd saves (`torch.autograd.graph.saved_tensors_hooks`; each storage once,
 model weights left out). Prints the total, the bytes per token, and the largest shapes, which name
 what they are (e.g. (rows, tokens, 1536): SmolLM2's MLP intermediates). Before that, one plain
@@ -63,18 +64,20 @@ def main() -> None:
 
     learner.model.train()
     before = resident_gib()
-    logps = learner.scorer(batch.input_ids, batch.policy.loss_mask, 1.0, batch.policy.group_ids)  # (n, T)
+    with learner.precision():  # bf16 autocast where `model.autocast` resolves to it, as in an update
+        logps = learner.scorer(batch.input_ids, batch.policy.loss_mask, 1.0, batch.policy.group_ids)  # (n, T)
     after_forward = resident_gib()
     logps.sum().backward()
     after_backward = resident_gib()
     grown = f"+{after_forward - before:.2f} GiB after the forward, {after_backward - before:+.2f} GiB after backward"
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), learner.precision():
         logps = learner.scorer(batch.input_ids, batch.policy.loss_mask, 1.0, batch.policy.group_ids)  # (n, T)
     del logps
     total = sum(by_shape.values())
     tokens = int(batch.num_tokens)
     scored = int(batch.policy.loss_mask.sum())
-    print(f"group {args.group}: {len(batch.rows)} episodes, {tokens} tokens, {scored} scored")
+    precision = "bf16 autocast" if learner.autocast else "fp32"
+    print(f"group {args.group}: {len(batch.rows)} episodes, {tokens} tokens, {scored} scored; {precision}")
     print(f"saved for backward: {total / 2**20:.0f} MiB ({total / tokens / 1024:.0f} KiB per token)")
     for (shape, dtype), size in by_shape.most_common(args.top):
         print(f"  {size / 2**20:8.1f} MiB  {shape} {dtype}")
