@@ -385,3 +385,62 @@ def broadcast_to_tokens(advantages: Tensor, turn_index: Tensor) -> Tensor:
         return advantages[:, None] * sampled  # (N, T)
     gathered = advantages.gather(1, turn_index.clamp(min=0))  # (N, T)
     return torch.where(sampled, gathered, torch.zeros_like(gathered))  # (N, T)
+
+
+@torch.no_grad()
+def anchor_step_advantage(
+    returns: Tensor,
+    turn_mask: Tensor,
+    group_ids: Tensor,
+    state_ids: Tensor,
+    *,
+    scale: Literal["mean", "mean_std"] = "mean",
+    eps: float = 1e-6,
+) -> Tensor:
+    """GiGPO's step advantage: a turn's return against the other turns taken in the same state.
+
+    `A^S_{i,t} = G_{i,t} - mean{G_{j,u} : group_j = group_i, state_{j,u} = state_{i,t}}` (ALGORITHMS.md
+    4.2b; Feng et al., arXiv 2505.10978; verl-agent `step_norm_reward`), divided by that anchor
+    group's unbiased std plus `eps` when `scale="mean_std"`. Turns are compared only within their
+    group (the same env seed), and a turn alone in its state gets 0.
+
+    Args:
+        returns: (N, K) discounted return of each turn (`rewards.discounted_returns`).
+        turn_mask: (N, K) 1 for real turns.
+        group_ids: (N,) group of each trajectory.
+        state_ids: (N, K) integer id of the state each turn was taken in; equal ids within a group
+            mean the same state (ids need not be comparable across groups).
+        scale: `"mean"` centres only; `"mean_std"` also divides by the anchor group's std.
+        eps: added to the std.
+
+    Returns:
+        (N, K) step advantages, 0 on padding turns and for singleton anchor groups.
+    """
+    real = turn_mask.bool()  # (N, K)
+    groups = group_ids[:, None].expand_as(state_ids)[real]  # (M,) group of each real turn
+    anchors = torch.stack([groups.long(), state_ids[real].long()], dim=1)  # (M, 2)
+    _, anchor_ids = torch.unique(anchors, dim=0, return_inverse=True)  # (M,)
+    values = returns[real]  # (M,)
+    mean, std, count = _group_stats(values, anchor_ids)  # (M,) each
+    centred = values.double() - mean  # (M,)
+    step = centred / (std + eps) if scale == "mean_std" else centred  # (M,)
+    step = torch.where(count > 1, torch.nan_to_num(step, nan=0.0), torch.zeros_like(step))  # (M,)
+    out = torch.zeros_like(returns)  # (N, K)
+    out[real] = step.to(returns.dtype)
+    return out
+
+
+@torch.no_grad()
+def combine_episode_and_step(episode: Tensor, step: Tensor, turn_mask: Tensor, step_weight: float) -> Tensor:
+    """GiGPO's per-turn advantage `A_{i,t} = A^E_i + w * A^S_{i,t}` on real turns, 0 on padding.
+
+    Args:
+        episode: (N,) episode advantages (the base objective's group-relative advantage).
+        step: (N, K) step advantages (`anchor_step_advantage`).
+        turn_mask: (N, K) 1 for real turns.
+        step_weight: w.
+
+    Returns:
+        (N, K) per-turn advantages.
+    """
+    return (episode[:, None] + step_weight * step) * turn_mask  # (N, K)

@@ -214,3 +214,41 @@ def test_functions_do_not_modify_their_inputs() -> None:
     F.aggregate(logps, mask, "token-mean")
     for before, after in zip(copies, (r, g, logps, old, mask), strict=True):
         assert torch.equal(before, after)
+
+
+def test_anchor_step_advantage_reproduces_the_worked_example() -> None:
+    # ALGORITHMS.md 4.2b: gamma 0.95, one group of 3 two-turn trajectories; t1 visits s0, s1 with
+    # rewards [0, 1], t2 visits s0, s1 with [0, 0], t3 visits s0, s2 with [0, 1].
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    mask = torch.ones(3, 2, dtype=torch.float64)
+    returns = discounted_returns(rewards, mask, 0.95)  # [[0.95, 1], [0, 0], [0.95, 1]]
+    states = torch.tensor([[0, 1], [0, 1], [0, 2]])
+    groups = torch.zeros(3, dtype=torch.long)
+    step = F.anchor_step_advantage(returns, mask, groups, states)
+    # turn 1, anchor {s0: all}: mean 1.9 / 3; turn 2, anchor {s1: t1, t2}: mean 0.5; {s2: t3} alone: 0
+    expected_step = torch.tensor([[0.95 - 1.9 / 3, 0.5], [-1.9 / 3, -0.5], [0.95 - 1.9 / 3, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(step, expected_step)
+    episode = F.group_advantage(rewards.sum(1), groups, scale="none")  # totals 1, 0, 1 -> 1/3, -2/3, 1/3
+    combined = F.combine_episode_and_step(episode, step, mask, step_weight=1.0)
+    expected = torch.tensor([[0.65, 1 / 3 + 0.5], [-1.3, -2 / 3 - 0.5], [0.65, 1 / 3]], dtype=torch.float64)
+    torch.testing.assert_close(combined, expected)
+
+
+def test_anchor_step_advantage_singletons_groups_and_padding() -> None:
+    # every state a singleton: step credit is 0 and the combination is the episode advantage alone
+    returns = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    mask = torch.ones(2, 2)
+    step = F.anchor_step_advantage(returns, mask, torch.tensor([0, 0]), torch.tensor([[0, 1], [2, 3]]))
+    assert torch.equal(step, torch.zeros(2, 2))
+    episode = torch.tensor([0.5, -0.5])
+    assert torch.equal(F.combine_episode_and_step(episode, step, mask, 1.0), torch.tensor([[0.5, 0.5], [-0.5, -0.5]]))
+    # the same state id in two groups (different seeds) is not the same state
+    apart = F.anchor_step_advantage(returns, mask, torch.tensor([0, 1]), torch.tensor([[7, 8], [7, 8]]))
+    assert torch.equal(apart, torch.zeros(2, 2))
+    # a padding turn is neither an anchor member nor given credit; mean_std divides by the unbiased std
+    returns = torch.tensor([[2.0, 1.0], [0.0, 9.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]], dtype=torch.float64)  # row 1 ended after one turn
+    states = torch.tensor([[0, 5], [0, 5]])
+    step = F.anchor_step_advantage(returns, mask, torch.tensor([0, 0]), states, scale="mean_std", eps=0.0)
+    # anchor s0: returns 2 and 0, mean 1, unbiased std sqrt(2); anchor s5: row 0's turn 2 alone
+    torch.testing.assert_close(step, torch.tensor([[2**-0.5, 0.0], [-(2**-0.5), 0.0]], dtype=torch.float64))
