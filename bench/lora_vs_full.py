@@ -14,8 +14,8 @@ is where a run's memory goes.
 
 A variant is a name and recipe overrides (`name=` alone: the recipe as it is); the pseudo-override
 `malloc=default` leaves glibc's allocator as it is (`turngym train` sets it to keep freed memory,
-`agent/hardware.keep_freed_memory`). The default variants set full fine-tuning explicitly (the demo
-recipe trains LoRA).
+`agent/hardware.keep_freed_memory`). The default variants name full fine-tuning's settings too, so
+they compare the same three setups whatever the recipe trains.
 `--episodes FILE` keeps the step's episodes (an existing file is trained on as it is).
 
 Last lines: `update_ratio`, `sync_ratio`, `memory_ratio` of each LoRA variant against `full`.
