@@ -30,6 +30,9 @@ class TurnRecord:
         start: index in `Trajectory.token_ids` of this turn's first sampled token.
         end: index one past its last sampled token.
         finish_reason: `"stop"` or `"length"` (the generator hit its token limit).
+        state: the key of the state the agent acted in (`TextEnv.state_key`, else a digest of the
+            observations so far); turns of one group with equal keys were taken in the same
+            situation (`credit: step` compares them). Empty in episodes saved before keys existed.
     """
 
     action: str
@@ -40,6 +43,7 @@ class TurnRecord:
     start: int
     end: int
     finish_reason: str
+    state: str = ""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -39,12 +40,14 @@ class _Episode:
         self.loss_mask: list[int] = []
         self.sampling_logps: list[float] = []
         self.key = (0, 0)  # (group index, episode index), for `on_turn`
+        self.history = hashlib.blake2b(digest_size=8)  # the observations so far, the default state key
 
     def start(self, seed: int, system_prompt: str | None) -> None:
         """Reset the env and build the first prompt."""
         observation, _ = self.env.reset(seed=seed)
         chat = self.chat
         self.first_observation = observation
+        self.history.update(observation.encode())
         self.messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         self.messages.append({"role": "user", "content": observation})
         self.token_ids = chat.initial_prompt(observation, system_prompt) if chat else []
@@ -74,6 +77,7 @@ class _Episode:
             completion = Completion(ids, completion.logprobs[: len(ids)], "length", text)
         start = len(self.token_ids)
         self._extend(completion.token_ids, completion.logprobs, sampled=True)
+        state = self.state_key()
         feedback, reward, terminated, truncated, info = self.env.step(completion.text)
         if not math.isfinite(reward):
             raise ValueError(f"the env returned a non-finite reward {reward!r}")
@@ -87,8 +91,10 @@ class _Episode:
                 start=start,
                 end=len(self.token_ids),
                 finish_reason=completion.finish_reason,
+                state=state,
             )
         )
+        self.history.update(b"\0" + feedback.encode())
         self.messages += [{"role": "assistant", "content": completion.text}, {"role": "user", "content": feedback}]
         if terminated or truncated:
             self.end("terminated" if terminated else "truncated")
@@ -102,6 +108,16 @@ class _Episode:
                 self.end("context")
             else:
                 self._extend(delta, [0.0] * len(delta), sampled=False)
+
+    def state_key(self) -> str:
+        """The env's key of the current state (`TextEnv.state_key`), else a digest of the observations so far."""
+        env = self.env.unwrapped if hasattr(self.env, "unwrapped") else self.env
+        key = getattr(env, "state_key", lambda: None)()
+        if key is None:
+            return "obs:" + self.history.hexdigest()
+        if not isinstance(key, str):
+            raise TypeError(f"{type(env).__name__}.state_key must return a str or None, got {type(key).__name__}")
+        return key
 
     def _extend(self, ids: list[int], logps: list[float], *, sampled: bool) -> None:
         self.token_ids += ids

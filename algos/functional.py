@@ -417,9 +417,7 @@ def anchor_step_advantage(
         (N, K) step advantages, 0 on padding turns and for singleton anchor groups.
     """
     real = turn_mask.bool()  # (N, K)
-    groups = group_ids[:, None].expand_as(state_ids)[real]  # (M,) group of each real turn
-    anchors = torch.stack([groups.long(), state_ids[real].long()], dim=1)  # (M, 2)
-    _, anchor_ids = torch.unique(anchors, dim=0, return_inverse=True)  # (M,)
+    anchor_ids = anchor_groups(turn_mask, group_ids, state_ids)  # (M,)
     values = returns[real]  # (M,)
     mean, std, count = _group_stats(values, anchor_ids)  # (M,) each
     centred = values.double() - mean  # (M,)
@@ -428,6 +426,41 @@ def anchor_step_advantage(
     out = torch.zeros_like(returns)  # (N, K)
     out[real] = step.to(returns.dtype)
     return out
+
+
+@torch.no_grad()
+def anchor_groups(turn_mask: Tensor, group_ids: Tensor, state_ids: Tensor) -> Tensor:
+    """The anchor group of every real turn: turns of one group (same seed) taken in the same state.
+
+    Args:
+        turn_mask: (N, K) 1 for real turns.
+        group_ids: (N,) group of each trajectory.
+        state_ids: (N, K) integer id of the state each turn was taken in.
+
+    Returns:
+        (M,) anchor-group index (0..A-1) of each real turn, in the row-major order of `turn_mask`.
+    """
+    real = turn_mask.bool()  # (N, K)
+    groups = group_ids[:, None].expand_as(state_ids)[real]  # (M,) group of each real turn
+    anchors = torch.stack([groups.long(), state_ids[real].long()], dim=1)  # (M, 2)
+    return torch.unique(anchors, dim=0, return_inverse=True)[1]  # (M,)
+
+
+@torch.no_grad()
+def anchor_metrics(turn_mask: Tensor, group_ids: Tensor, state_ids: Tensor) -> dict[str, float]:
+    """How much step credit has to compare, both 0 when there are no turns.
+
+    `anchor_coverage` is the share of real turns whose anchor group has another turn (the turns
+    step credit moves); `anchor_size_mean` is real turns per anchor group, singletons included.
+    """
+    anchor_ids = anchor_groups(turn_mask, group_ids, state_ids)  # (M,)
+    if anchor_ids.numel() == 0:
+        return {"anchor_coverage": 0.0, "anchor_size_mean": 0.0}
+    sizes = torch.bincount(anchor_ids)  # (A,)
+    return {
+        "anchor_coverage": float((sizes[anchor_ids] > 1).double().mean()),
+        "anchor_size_mean": anchor_ids.numel() / sizes.numel(),
+    }
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ to keep per-token advantages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import Tensor
 
@@ -32,6 +32,8 @@ class GSPO(Objective):
     eps_high: float = 4e-4
     adv_eps: float = 1e-6
     singleton: Literal["raw", "zero"] = "zero"
+
+    token_advantages: ClassVar[bool] = False  # the sequence ratio takes each row's mean advantage
 
     def advantage_fn(self, rewards: Tensor, group_ids: Tensor) -> Tensor:
         """GRPO's group advantage."""

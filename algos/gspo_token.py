@@ -15,6 +15,7 @@ Differences from GRPO:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -26,6 +27,8 @@ from turngym.algos.objective import PolicyBatch, StepTotals, ratio_metrics
 @dataclass(frozen=True)
 class GSPOToken(GSPO):
     """GSPO-token: GSPO's hyperparameters and advantages, with the ratio applied per token."""
+
+    token_advantages: ClassVar[bool] = True
 
     def loss(self, logps: Tensor, batch: PolicyBatch, totals: StepTotals) -> tuple[Tensor, dict[str, float]]:
         """PPO-clip on the sequence-token ratio, seq-mean-token-mean."""

@@ -45,6 +45,7 @@ class GVPO(Objective):
     # it does not weight the sample, so importance weights cannot be folded into the advantages.
     accepts_is_weights: ClassVar[bool] = False
     needs_whole_groups: ClassVar[bool] = True
+    token_advantages: ClassVar[bool] = False  # the regression target is each row's mean advantage
 
     @property
     def zero_advantage_rows_are_inert(self) -> bool:

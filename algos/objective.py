@@ -101,7 +101,7 @@ class Advantages:
     """The result of `Objective.advantages`, rows in the order of the groups' trajectories.
 
     Attributes:
-        values: (N,) per trajectory (credit "trajectory") or (N, K) per turn (credit "turn").
+        values: (N,) per trajectory (credit "trajectory") or (N, K) per turn (credit "turn", "step").
         trainable: (N,) False for rows that inform the baseline but get no gradient (e.g. DAPO's
             overlong filtering of truncated responses).
         metrics: diagnostics.
@@ -122,17 +122,24 @@ class Objective:
         reward_aggregation: `"sum_then_normalize"` (weighted sum, then the objective's advantage) or
             `"normalize_then_sum"` (the advantage of each component, then their weighted sum; needs
             `reward_weights`).
-        credit: `"trajectory"` (one advantage for all of a trajectory's tokens) or `"turn"` (per-turn
-            discounted returns, normalised within the group at each turn index).
-        gamma: discount of per-turn returns for `credit="turn"`.
+        credit: `"trajectory"` (one advantage for all of a trajectory's tokens), `"turn"` (per-turn
+            discounted returns, normalised within the group at each turn index) or `"step"`
+            (GiGPO: the trajectory advantage plus `step_weight` times the turn's return against
+            the other turns of its group taken in the same state, `TurnRecord.state`).
+        gamma: discount of per-turn returns for `credit="turn"` and `"step"` (GiGPO's runs: 0.95).
+        step_weight: the weight w of the step advantage for `credit="step"` (GiGPO's runs: 1).
+        step_scale: `"mean"` (a turn's return minus its anchor group's mean) or `"mean_std"` (also
+            divided by the anchor group's std) for `credit="step"`.
         kl_coef: beta of an optional KL penalty to a reference model (0 = off).
         kl_kind: the per-token KL estimator: `"k1"`, `"k2"` or `"k3"`.
     """
 
     reward_weights: Mapping[str, float] | None = None
     reward_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
-    credit: Literal["trajectory", "turn"] = "trajectory"
+    credit: Literal["trajectory", "turn", "step"] = "trajectory"
     gamma: float = 1.0
+    step_weight: float = 1.0
+    step_scale: Literal["mean", "mean_std"] = "mean"
     kl_coef: float = 0.0
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
 
@@ -143,6 +150,9 @@ class Objective:
     accepts_is_weights: ClassVar[bool] = True
     # Every micro-batch must hold whole groups (the loss takes group statistics).
     needs_whole_groups: ClassVar[bool] = False
+    # The loss reads each token's advantage (False: one value per sequence, so per-turn credit
+    # would be averaged away; `credit="step"` is refused).
+    token_advantages: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.reward_aggregation == "normalize_then_sum" and not self.reward_weights:
@@ -151,6 +161,13 @@ class Objective:
             )
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.credit == "step" and not self.token_advantages:
+            raise ValueError(
+                f"{type(self).__name__} takes one advantage per sequence, so credit='step' would be averaged "
+                "away; use an objective with per-token advantages (grpo, dr_grpo, dapo, gpg, rloo, pg, gspo_token)"
+            )
+        if self.step_scale not in ("mean", "mean_std"):
+            raise ValueError(f"step_scale must be 'mean' or 'mean_std', got {self.step_scale!r}")
         _check_ranges(self)
 
     # --- checks against the run, before any model loads ------------------------------------
@@ -202,8 +219,11 @@ class Objective:
 
     def advantages(self, groups: Sequence[TrajectoryGroup]) -> Advantages:
         """Advantages of every trajectory of `groups` (no gradient)."""
-        result = self.table_advantages(RewardTable.from_groups(groups))
+        table = RewardTable.from_groups(groups)
+        result = self.table_advantages(table)
         result.metrics["advantage_abs_mean"] = float(result.values.abs().mean())
+        if self.credit == "step":
+            result.metrics |= self.step_metrics(table)
         return result
 
     def table_advantages(self, table: RewardTable) -> Advantages:
@@ -235,12 +255,14 @@ class Objective:
     @torch.no_grad()
     def credit_advantages(self, table: RewardTable) -> Tensor:
         """Apply `advantage_fn` to each reward part with the configured credit, and sum the parts."""
-        parts = self.reward_parts(table, per_turn=self.credit == "turn")
+        parts = self.reward_parts(table, per_turn=self.credit != "trajectory")
         return sum(weight * self._credit(values, table) for weight, values in parts)
 
     def _credit(self, rewards: Tensor, table: RewardTable) -> Tensor:
         if self.credit == "trajectory":
             return self.advantage_fn(rewards, table.group_ids)  # (N,)
+        if self.credit == "step":
+            return self._step_credit(rewards, table)[0]
         returns = discounted_returns(rewards, table.turn_mask, self.gamma)  # (N, K)
         turns = table.turn_mask.shape[1]
         keys = table.group_ids[:, None] * turns + torch.arange(turns)[None, :]  # (N, K) group x turn index
@@ -248,6 +270,29 @@ class Objective:
         advantages = torch.zeros_like(returns)  # (N, K)
         advantages[real] = self.advantage_fn(returns[real], keys[real])
         return advantages
+
+    def _step_credit(self, rewards: Tensor, table: RewardTable) -> tuple[Tensor, Tensor]:
+        """GiGPO (ALGORITHMS.md 4.2b): `A_{i,t} = A^E_i + w * A^S_{i,t}` from (N, K) per-turn rewards.
+
+        `A^E` is this objective's own advantage of each trajectory's total, one vote per trajectory
+        (verl-agent's default pools the statistics over steps, weighting long trajectories more).
+
+        Returns:
+            (N, K) per-turn advantages and (N, K) step advantages `A^S`.
+        """
+        episode = self.advantage_fn(rewards.sum(-1), table.group_ids)  # (N,) totals: padding turns are 0
+        returns = discounted_returns(rewards, table.turn_mask, self.gamma)  # (N, K)
+        step = F.anchor_step_advantage(
+            returns, table.turn_mask, table.group_ids, table.turn_states, scale=self.step_scale
+        )  # (N, K)
+        return F.combine_episode_and_step(episode, step, table.turn_mask, self.step_weight), step
+
+    def step_metrics(self, table: RewardTable) -> dict[str, float]:
+        """Anchor coverage and mean size, and the std of the step advantages of the weighted reward."""
+        step = self._step_credit(self.reward_parts(table, per_turn=True)[0][1], table)[1]  # (N, K)
+        real = table.turn_mask.bool()  # (N, K)
+        spread = float(step[real].std()) if int(real.sum()) > 1 else 0.0
+        return F.anchor_metrics(table.turn_mask, table.group_ids, table.turn_states) | {"step_advantage_std": spread}
 
     def kl_penalty(
         self,
@@ -307,6 +352,7 @@ _RANGES = {
     "adv_eps": (0.0, None, ">= 0"),
     "kl_coef": (0.0, None, ">= 0"),
     "beta": (0.0, None, "> 0"),
+    "step_weight": (0.0, None, ">= 0"),
 }
 
 

@@ -28,6 +28,9 @@ class RewardTable:
         turn_total: (N, K) per-turn weighted rewards.
         turn_components: name -> (N, K) per-turn components.
         turn_mask: (N, K) 1 for real turns.
+        turn_states: (N, K) an integer id per distinct `TurnRecord.state` (equal ids, equal keys; a
+            turn without a key, from episodes saved before keys existed, gets an id of its own);
+            -1 on padding turns.
     """
 
     total: Tensor
@@ -38,6 +41,7 @@ class RewardTable:
     turn_total: Tensor
     turn_components: dict[str, Tensor]
     turn_mask: Tensor
+    turn_states: Tensor
 
     @classmethod
     def from_groups(cls, groups: Sequence[TrajectoryGroup]) -> RewardTable:
@@ -48,10 +52,13 @@ class RewardTable:
         turn_total = torch.zeros(len(rows), max(turns, 1), dtype=torch.float64)  # (N, K)
         turn_components = {name: torch.zeros_like(turn_total) for name in names}  # each (N, K)
         turn_mask = torch.zeros_like(turn_total)  # (N, K)
+        turn_states = torch.full(turn_total.shape, -1, dtype=torch.long)  # (N, K)
+        state_index: dict[object, int] = {}
         for i, (_, trajectory) in enumerate(rows):
             for k, turn in enumerate(trajectory.turns):
                 turn_total[i, k] = turn.reward
                 turn_mask[i, k] = 1.0
+                turn_states[i, k] = state_index.setdefault(turn.state or (i, k), len(state_index))
                 for name, value in turn.rewards.items():
                     turn_components[name][i, k] = value
         return cls(
@@ -63,6 +70,7 @@ class RewardTable:
             turn_total=turn_total,
             turn_components=turn_components,
             turn_mask=turn_mask,
+            turn_states=turn_states,
         )
 
     def weighted(self, weights: Mapping[str, float] | None, *, per_turn: bool = False) -> Tensor:

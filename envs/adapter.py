@@ -146,6 +146,11 @@ class GymnasiumTextEnv(TextEnv):
         offer = getattr(self.env.unwrapped if isinstance(self.env, gymnasium.Env) else self.env, "valid_action", None)
         return offer() if callable(offer) else None
 
+    def state_key(self) -> str | None:
+        """The wrapped env's `state_key()`, if it has one (else the rollout keys by the observations)."""
+        key = getattr(self.env.unwrapped if isinstance(self.env, gymnasium.Env) else self.env, "state_key", None)
+        return key() if callable(key) else None
+
     def close(self) -> None:
         """Close the wrapped env."""
         self.env.close()

@@ -147,6 +147,18 @@ class TextEnv(gymnasium.Env[str, str]):
         """
         return None
 
+    def state_key(self) -> str | None:
+        """A key of the state the next action will be taken in: equal keys mean the same situation.
+
+        Optional. `credit: step` compares the returns of the turns of one group (one seed) taken in
+        the same state (GiGPO's anchor states), so a key should hold what matters for the next
+        move and nothing else (GuessNumber: the numbers still possible and the guesses left).
+        None, the default, lets the rollout key the state by the observations so far (the first
+        observation and every feedback), which never merges two different observation histories.
+        Called before every step; keys need only tell apart the states of one env and seed.
+        """
+        return None
+
     # Gymnasium API ----------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:

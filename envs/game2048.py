@@ -147,6 +147,12 @@ class Game2048(TextEnv):
             )
         return Turn(f"You moved {move} (+{points} points).\n\n{self.render_board()}", rewards, metrics=metrics)
 
+    @override
+    def state_key(self) -> str:
+        """The board and the moves left (the score so far does not change what comes next)."""
+        cells = "/".join(",".join(map(str, row)) for row in self.board)
+        return f"{cells}; {self.max_turns - self.turn} left"
+
     @property
     def max_tile(self) -> int:
         """The largest tile on the board."""

@@ -60,6 +60,14 @@ class GuessNumber(TextEnv):
         return None
 
     @override
+    def state_key(self) -> str:
+        """The numbers still possible and the guesses left, e.g. `"3..4, 2 left"`.
+
+        Every guess made so far lies outside the open range, so this is all the next move depends on.
+        """
+        return f"{self.open_low}..{self.open_high}, {self.max_turns - self.turn} left"
+
+    @override
     def on_step(self, action: str) -> Turn:
         left = self.max_turns - self.turn
         guess = parse_int(last_bracketed(action))

@@ -101,6 +101,37 @@ def test_episodes_round_trip_through_jsonl(tokenizer, tmp_path) -> None:
     assert isinstance(load_episodes(path)[0], TrajectoryGroup)
 
 
+def test_turns_carry_state_keys_that_round_trip_and_load_empty_from_old_files(tokenizer, tmp_path) -> None:
+    generator = ScriptedGenerator(tokenizer, binary_search_policy)
+    [group] = collect_groups("turngym/GuessNumber-v0", [5], 2, generator, progress=False)
+    first = group.trajectories[0].turns
+    # GuessNumber's own key: the numbers still possible and the guesses left, before each guess
+    assert first[0].state == "1..100, 7 left"
+    assert first[1].state in ("1..49, 6 left", "51..100, 6 left")
+    assert [t.state for t in group.trajectories[1].turns] == [t.state for t in first]  # same seed, same play
+    path = tmp_path / "episodes.jsonl"
+    save_episodes(path, [group])
+    assert load_episodes(path)[0].trajectories[0].turns[0].state == "1..100, 7 left"
+    old = group.to_dict()
+    for trajectory in old["trajectories"]:
+        for turn in trajectory["turns"]:
+            del turn["state"]  # a file written before state keys existed
+    assert TrajectoryGroup.from_dict(old).trajectories[0].turns[0].state == ""
+
+
+def test_default_state_key_is_the_observation_history(tokenizer) -> None:
+    # Mastermind has no key of its own: the rollout keys each turn by the observations so far
+    answers = iter(["[1 2 3 4]", "[1 2 3 4]", "[4 3 2 1]"] + ["[1 1 1 1]"] * 3)  # turn 1, then turn 2
+    generator = ScriptedGenerator(tokenizer, lambda prompt: next(answers))
+    [group] = collect_groups("turngym/Mastermind-v0", [3], 3, generator, max_turns=2, progress=False)
+    keys = [[t.state for t in trajectory.turns] for trajectory in group.trajectories]
+    assert [len(row) for row in keys] == [2, 2, 2]
+    assert all(k.startswith("obs:") for row in keys for k in row)
+    assert keys[0][0] == keys[1][0] == keys[2][0]  # the same first observation
+    # turn 2: the same guess gave the same feedback (rows 0 and 1); row 2 guessed differently
+    assert keys[0][1] == keys[1][1] != keys[2][1] and keys[0][1] != keys[0][0]
+
+
 def test_unusable_generators_and_budgets_are_clear_errors(tokenizer, vllm_tiny) -> None:
     with pytest.raises(TypeError, match="neither a Generator"):
         collect_groups("turngym/GuessNumber-v0", [0], 1, object(), progress=False)

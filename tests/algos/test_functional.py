@@ -252,3 +252,19 @@ def test_anchor_step_advantage_singletons_groups_and_padding() -> None:
     step = F.anchor_step_advantage(returns, mask, torch.tensor([0, 0]), states, scale="mean_std", eps=0.0)
     # anchor s0: returns 2 and 0, mean 1, unbiased std sqrt(2); anchor s5: row 0's turn 2 alone
     torch.testing.assert_close(step, torch.tensor([[2**-0.5, 0.0], [-(2**-0.5), 0.0]], dtype=torch.float64))
+
+
+def test_anchor_metrics_count_turns_that_share_a_state() -> None:
+    # the worked example's states: anchors {s0: 3 turns, s1: 2, s2: 1} -> 5 of 6 turns shared, 6 / 3 per anchor
+    mask = torch.ones(3, 2)
+    states = torch.tensor([[0, 1], [0, 1], [0, 2]])
+    metrics = F.anchor_metrics(mask, torch.zeros(3, dtype=torch.long), states)
+    assert metrics == {"anchor_coverage": 5 / 6, "anchor_size_mean": 2.0}
+    # two groups: nothing shared across them; a padding turn is not a turn
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    metrics = F.anchor_metrics(mask, torch.tensor([0, 1]), torch.tensor([[0, 1], [0, 1]]))
+    assert metrics == {"anchor_coverage": 0.0, "anchor_size_mean": 1.0}
+    assert F.anchor_metrics(torch.zeros(2, 1), torch.tensor([0, 0]), torch.zeros(2, 1, dtype=torch.long)) == {
+        "anchor_coverage": 0.0,
+        "anchor_size_mean": 0.0,
+    }

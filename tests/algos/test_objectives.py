@@ -31,15 +31,17 @@ from turngym.algos import (
 D = torch.float64
 
 
-def trajectory(turn_rewards, length=3, components=None, truncated=False) -> Trajectory:
-    """A synthetic episode: `turn_rewards` per turn, `length` sampled tokens, optional components per turn."""
+def trajectory(turn_rewards, length=3, components=None, truncated=False, states=None) -> Trajectory:
+    """A synthetic episode: `turn_rewards` per turn, `length` sampled tokens, optional components and state keys."""
     components = components or [{"r": r} for r in turn_rewards]
+    states = states or [""] * len(turn_rewards)
     turns = [
         TurnRecord(
-            action="a", feedback="f", rewards=dict(c), reward=float(r), metrics={}, start=0, end=0, finish_reason="stop"
+            action="a", feedback="f", rewards=dict(c), reward=float(r), metrics={}, start=0, end=0,
+            finish_reason="stop", state=state,
         )
-        for r, c in zip(turn_rewards, components, strict=True)
-    ]
+        for r, c, state in zip(turn_rewards, components, states, strict=True)
+    ]  # fmt: skip
     totals: dict[str, float] = {}
     for c in components:
         for name, value in c.items():
@@ -308,6 +310,99 @@ def test_turn_credit_normalises_discounted_returns_per_turn_index() -> None:
     # gamma 1: returns [2, 1] and [0]; a turn only one trajectory reached is a singleton there: 0
     values = PG(credit="turn").advantages(groups_of([trajectory([1, 1]), trajectory([0])])).values
     assert values.tolist() == [[1.0, 0.0], [-1.0, 0.0]]
+
+
+def worked_example() -> list[TrajectoryGroup]:
+    """ALGORITHMS.md 4.2b: t1 visits s0, s1 with rewards [0, 1]; t2 s0, s1 with [0, 0]; t3 s0, s2 with [0, 1]."""
+    return groups_of(
+        [
+            trajectory([0, 1], states=["s0", "s1"]),
+            trajectory([0, 0], states=["s0", "s1"]),
+            trajectory([0, 1], states=["s0", "s2"]),
+        ]
+    )
+
+
+def test_step_credit_reproduces_the_worked_example() -> None:
+    # Dr. GRPO's episode advantage is r - mean (the example's mean_norm): totals 1, 0, 1 -> 1/3, -2/3, 1/3
+    result = DrGRPO(credit="step", gamma=0.95).advantages(worked_example())
+    expected = torch.tensor([[0.65, 1 / 3 + 0.5], [-1.3, -2 / 3 - 0.5], [0.65, 1 / 3]], dtype=D)
+    torch.testing.assert_close(result.values, expected)
+    # anchors {s0: 3 turns, s1: 2, s2: 1}; step advantages [0.31667, 0.5], [-0.63333, -0.5], [0.31667, 0]
+    assert result.metrics["anchor_coverage"] == pytest.approx(5 / 6)
+    assert result.metrics["anchor_size_mean"] == pytest.approx(2.0)
+    step = torch.tensor([0.95 - 1.9 / 3, 0.5, -1.9 / 3, -0.5, 0.95 - 1.9 / 3, 0.0], dtype=D)
+    assert result.metrics["step_advantage_std"] == pytest.approx(float(step.std()))
+    # GRPO divides the episode part by the group's std (unbiased: sqrt(1/3)); the step part is unscaled
+    grpo = GRPO(credit="step", gamma=0.95, step_weight=0.5).advantages(worked_example()).values
+    episode = torch.tensor([1 / 3, -2 / 3, 1 / 3], dtype=D) / (3**-0.5 + 1e-6)
+    steps = torch.tensor([[0.95 - 1.9 / 3, 0.5], [-1.9 / 3, -0.5], [0.95 - 1.9 / 3, 0.0]], dtype=D)
+    torch.testing.assert_close(grpo, episode[:, None] + 0.5 * steps)
+
+
+def test_step_credit_without_shared_states_is_the_episode_advantage() -> None:
+    # every state a singleton (different keys, or none: episodes saved before keys existed)
+    for states in (["a", "b"], ["c", "d"], ["e"]), (None, None, None):
+        turn_rewards = ([0, 1], [1, 1], [0])
+        rows = [trajectory(r, states=k) for r, k in zip(turn_rewards, states, strict=True)]
+        step = GRPO(credit="step", gamma=0.9).advantages(groups_of(rows))
+        episode = GRPO().advantages(groups_of(rows)).values  # (N,)
+        mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]], dtype=D)
+        torch.testing.assert_close(step.values, episode[:, None] * mask)
+        assert step.metrics["anchor_coverage"] == 0.0 and step.metrics["step_advantage_std"] == 0.0
+    # step_weight 0 is trajectory credit whatever the states
+    rows = worked_example()
+    torch.testing.assert_close(
+        GRPO(credit="step", step_weight=0.0).advantages(rows).values,
+        GRPO().advantages(rows).values[:, None] * torch.ones(3, 2, dtype=D),
+    )
+
+
+def test_step_credit_keeps_groups_apart_and_handles_lengths_truncation_and_mean_std() -> None:
+    # two groups (seeds) with the same state names: anchors never cross groups. Group 1: a
+    # truncated one-turn episode and a two-turn one that share their first state.
+    groups = groups_of(
+        [trajectory([0, 1], states=["s0", "s1"]), trajectory([0, 0], states=["s0", "s1"])],
+        [trajectory([0.5], states=["s0"], truncated=True), trajectory([0, 1], states=["s0", "s1"])],
+    )
+    values = PG(credit="step", step_scale="mean_std").advantages(groups).values
+    # PG: A^E = r - group mean. Group 0: totals 1, 0 -> +-0.5; returns [1, 1], [0, 0]: each anchor
+    # {1, 0} has mean 0.5 and std sqrt(0.5) -> +-0.5 / sqrt(0.5). Group 1: totals 0.5, 1 -> -+0.25;
+    # anchor s0 returns {0.5, 1}: mean 0.75, std sqrt(0.125) -> -+0.25 / sqrt(0.125); s1 alone: 0.
+    a, b = 0.5 / 0.5**0.5, 0.25 / 0.125**0.5
+    expected = torch.tensor([[0.5 + a, 0.5 + a], [-0.5 - a, -0.5 - a], [-0.25 - b, 0.0], [0.25 + b, 0.25]], dtype=D)
+    torch.testing.assert_close(values, expected, atol=1e-5, rtol=1e-5)  # eps 1e-6 in the std
+
+
+def test_step_credit_with_multiple_rewards_and_gfpo() -> None:
+    # normalize_then_sum: each component's step credit, weighted and summed
+    rows = [
+        trajectory([0, 1], components=[{"a": 0, "b": 1}, {"a": 1, "b": 0}], states=["s0", "s1"]),
+        trajectory([0, 0], components=[{"a": 0, "b": 0}, {"a": 0, "b": 0}], states=["s0", "s1"]),
+    ]
+    both = DrGRPO(credit="step", reward_weights={"a": 1.0, "b": 2.0}, reward_aggregation="normalize_then_sum")
+    # a: totals 1, 0 -> +-0.5; returns [1, 1] vs [0, 0] -> step +-0.5 at both turns -> [[1, 1], [-1, -1]]
+    # b: totals 1, 0 -> +-0.5; returns [1, 0] vs [0, 0] -> step [+-0.5, 0] -> [[1, 0.5], [-1, -0.5]]
+    expected = torch.tensor([[1.0, 1.0], [-1.0, -1.0]], dtype=D) + 2 * torch.tensor([[1.0, 0.5], [-1.0, -0.5]], dtype=D)
+    torch.testing.assert_close(both.advantages(groups_of(rows)).values, expected)
+    # GFPO passes the retained responses to its base, which applies step credit among them
+    gfpo = GFPO(base=DrGRPO(credit="step", gamma=0.95), k=3, metric="length")
+    example = worked_example()
+    example[0].trajectories.append(trajectory([0, 0], length=9, states=["s0", "s1"]))  # the longest: dropped
+    kept = gfpo.filter(example).groups
+    alone = DrGRPO(credit="step", gamma=0.95).advantages(worked_example()).values
+    torch.testing.assert_close(gfpo.advantages(kept).values, alone)
+
+
+def test_step_credit_is_refused_where_the_loss_reads_one_advantage_per_sequence() -> None:
+    for objective in (GSPO, GVPO):
+        with pytest.raises(ValueError, match="one advantage per sequence.*gspo_token"):
+            objective(credit="step")
+    assert GSPOToken(credit="step").advantages(worked_example()).values.shape == (3, 2)
+    with pytest.raises(ValueError, match="step_weight must be >= 0"):
+        GRPO(credit="step", step_weight=-1.0)
+    with pytest.raises(ValueError, match="step_scale must be 'mean' or 'mean_std'"):
+        GRPO(credit="step", step_scale="std")
 
 
 # --- invariances ---------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ from transformers import AutoModelForCausalLM
 
 from turngym.agent import SamplingParams, collect_groups
 from turngym.algos import DAPO, GRPO, GVPO, PolicyBatch, StepTotals, broadcast_to_tokens
+from turngym.algos.rewards import RewardTable, discounted_returns
 from turngym.envs import TextEnv, Turn, register, registry
+
+D = torch.float64
 
 
 class Vowels(TextEnv):
@@ -79,3 +82,32 @@ def test_objective_on_real_episodes(objective, vowels_env, vllm_tiny, tiny_model
     assert any(bool(g.abs().sum() > 0) for g in grads)  # rewards vary within groups: a gradient
     if "ratio_mean" in metrics:
         assert abs(metrics["ratio_mean"] - 1.0) < 0.05  # on-policy up to bf16 sampling
+
+
+def test_step_credit_on_real_episodes(vowels_env, vllm_tiny) -> None:
+    sampling = SamplingParams(temperature=1.0, max_tokens=8, seed=0)
+    # GuessNumber keys a state by what is still possible: every episode of a group starts in one state
+    [group] = collect_groups(
+        "turngym/GuessNumber-v0", [0], 8, vllm_tiny, sampling=sampling, env_kwargs={"low": 1, "high": 4}, progress=False
+    )
+    assert {t.turns[0].state for t in group.trajectories} == {"1..4, 7 left"}
+    assert GRPO(credit="step").advantages([group]).metrics["anchor_coverage"] > 0
+    # Vowels has no key of its own: the first turns share the first observation, later ones differ.
+    # Step credit moves each shared-state turn's advantage by (its return - the state's mean return).
+    groups = collect_groups(vowels_env, [0, 1], 4, vllm_tiny, sampling=sampling, progress=False)
+    table = RewardTable.from_groups(groups)
+    step = GRPO(credit="step").advantages(groups).values  # (N, K)
+    episode = GRPO().advantages(groups).values  # (N,)
+    moved = step - episode[:, None] * table.turn_mask  # (N, K)
+    returns = discounted_returns(table.turn_total, table.turn_mask, 1.0)  # (N, K)
+    anchors: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    for i, (g, t) in enumerate((g, t) for g, group in enumerate(groups) for t in group.trajectories):
+        for k, turn in enumerate(t.turns):
+            anchors.setdefault((g, turn.state), []).append((i, k))
+    assert len({state for g, state in anchors if g == 0}) > 1  # first turns share; later ones mostly not
+    for members in anchors.values():
+        index = tuple(torch.tensor(members).T)
+        expected = returns[index] - returns[index].mean() if len(members) > 1 else torch.zeros(1, dtype=D)
+        torch.testing.assert_close(moved[index], expected.expand(len(members)))
+    first = next(members for members in anchors.values() if (0, 0) in members)
+    assert len(first) == 4 and bool((moved[tuple(torch.tensor(first).T)] != 0).any())  # replies differ

@@ -63,6 +63,9 @@ def test_invalid_and_no_op_moves_cost_a_turn_without_spawning() -> None:
     obs, reward, *_ = env.step("[sideways]")
     assert obs.startswith("Invalid move") and reward == pytest.approx(-0.1)
     assert env.board == [[2, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]] and env.turn == 2
+    # the state key (for step credit) is the board and the moves left, not the score
+    left = env.unwrapped.max_turns - 2
+    assert env.unwrapped.state_key() == f"2,0,0,0/0,0,0,0/0,0,0,0/0,0,0,0; {left} left"
 
 
 def test_reaching_the_target_wins() -> None:
