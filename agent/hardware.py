@@ -38,17 +38,25 @@ def resolve_dtype(dtype: str, device_type: str) -> str:
     return "bfloat16" if native_bf16(device_type) else "float32"
 
 
+MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed M_MMAP_THRESHOLD on 64-bit (HEAP_MAX_SIZE / 2)
+
+
 @functools.cache
-def keep_freed_memory() -> bool:
+def keep_freed_memory(mmap_threshold: int | None = MMAP_THRESHOLD) -> bool:
     """Let glibc keep freed memory for reuse instead of returning it to the OS (CPU training).
 
     Training allocates the same large tensors (activations, gradients, logits) every micro-batch.
-    By default glibc serves blocks over 128 KiB-32 MiB with fresh `mmap`s and unmaps them on free,
-    so every micro-batch page-faults its whole working set in again: measured on a 2-core CPU, one
-    zero-fill of the 113 MB embedding gradient took 107 ms, and the update of a 64-episode
-    GuessNumber step took 12% longer. With mmap off and no trimming, freed blocks stay in the heap
-    and are reused (what a caching allocator or tcmalloc does); the peak resident memory is the same.
-    Process-wide and idempotent; a no-op off glibc.
+    By default glibc serves blocks over 128 KiB-32 MiB (a threshold that moves with what was freed)
+    with fresh `mmap`s and unmaps them on free, so every micro-batch page-faults its working set in
+    again: measured on a 2-core CPU, the update of a 64-episode GuessNumber step took 12% longer.
+    Here blocks under `mmap_threshold` come from the heap and stay there for reuse (what a caching
+    allocator does), and only larger ones (a 113 MB embedding gradient, a micro-batch's logits) are
+    mapped and returned on free. Keeping those in the heap too (`mmap_threshold=None`) leaves holes
+    that later steps, with rows of other lengths, cannot fill, so a whole run's resident memory grows
+    step after step (README, Memory). Process-wide and idempotent; a no-op off glibc.
+
+    Args:
+        mmap_threshold: blocks of at least this many bytes are mapped (at most 32 MiB); None maps none.
 
     Returns:
         Whether the setting was applied.
@@ -59,5 +67,9 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's <malloc.h>
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4  # from glibc's <malloc.h>
+    if mmap_threshold is None:
+        mapped = bool(libc.mallopt(m_mmap_max, 0))
+    else:
+        mapped = bool(libc.mallopt(m_mmap_threshold, mmap_threshold))
+    return mapped and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
