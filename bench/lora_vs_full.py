@@ -14,7 +14,11 @@ is where a run's memory goes.
 
 A variant is a name and recipe overrides (`name=` alone: the recipe as it is); the pseudo-override
 `malloc=default` leaves glibc's allocator as it is (`turngym train` sets it to keep freed memory,
-`agent/hardware.keep_freed_memory`). The default variants name full fine-tuning's settings too, so
+`agent/hardware.keep_freed_memory`), `malloc=heap` keeps every block in the heap (the setting before
+the 32 MiB threshold) and `malloc=N` maps blocks of N MiB and more.
+`--vary` trains each repeat on a different random 6 of the step's 8 groups, so the rows change shape
+from update to update as in a run (a run's resident memory grows with the holes such changes leave);
+the resident memory after each update is printed. The default variants name full fine-tuning's settings too, so
 they compare the same three setups whatever the recipe trains.
 `--episodes FILE` keeps the step's episodes (an existing file is trained on as it is).
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -51,10 +56,12 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int, profile: bool) -> dict[str, Any]:
+def run_variant(
+    recipe: str, overrides: list[str], episodes: Path, repeats: int, profile: bool, vary: bool = False
+) -> dict[str, Any]:
     """One variant, in this process: build, roll out, update + sync `repeats + 1` times. Returns its figures."""
     from turngym.agent.generator import SamplingParams
-    from turngym.agent.hardware import keep_freed_memory
+    from turngym.agent.hardware import MMAP_THRESHOLD, keep_freed_memory
     from turngym.agent.records import load_episodes, save_episodes
     from turngym.agent.rollout import collect_groups
     from turngym.trainer import loop, lora
@@ -63,12 +70,12 @@ def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int,
     from turngym.trainer.update import update
 
     stages = {"start": resident_gib()}
-    glibc_default = "malloc=default" in overrides  # measure the allocator setting `turngym train` makes
-    overrides = [o for o in overrides if o != "malloc=default"]
+    malloc = next((o.partition("=")[2] for o in overrides if o.startswith("malloc=")), "")
+    overrides = [o for o in overrides if not o.startswith("malloc=")]
     config = load_recipe(recipe, ["eval.at_start=false", *overrides])
     procs = Processes.from_environment()
-    if not glibc_default:
-        keep_freed_memory()  # as `turngym train` does on CPU
+    if malloc != "default":  # as `turngym train` does on CPU, or another threshold
+        keep_freed_memory(None if malloc == "heap" else int(malloc) << 20 if malloc else MMAP_THRESHOLD)
     loop._seed_everything(config, procs)
     learner, _, _ = loop._build_learner(config, None, procs)
     stages["learner (weights, AdamW not yet allocated)"] = resident_gib()
@@ -94,8 +101,11 @@ def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int,
     groups = load_episodes(episodes)
     objective = config.objective
     rows, _ = loop._advantages(objective, objective.filter(groups, len(groups), objective.initial_state()))
-    updates, syncs, tokens = [], [], 0.0
+    updates, syncs, tokens, after = [], [], 0.0, []
     for i in range(repeats + 1):
+        if vary:  # a different 6 of the 8 groups each time: rows of other shapes, as in a run
+            subset = random.Random(i).sample(groups, k=max(1, len(groups) - 2))
+            rows, _ = loop._advantages(objective, objective.filter(subset, len(subset), objective.initial_state()))
         result = update(learner, objective, rows, config.optimizer, config.correction, procs)
         start = time.perf_counter()
         generator.load_weights(lora.sampler_weights(learner.model))
@@ -105,6 +115,7 @@ def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int,
             continue
         updates.append(result.seconds)
         syncs.append(sync)
+        after.append(round(resident_gib(), 2))
         tokens = result.tokens_trained
     if profile:
         profile_update(learner, objective, rows, config, procs)
@@ -118,6 +129,7 @@ def run_variant(recipe: str, overrides: list[str], episodes: Path, repeats: int,
         "sync_s": statistics.median(syncs),
         "peak_gib": peak_gib(),
         "stages": stages,
+        "resident_after_updates": after,
     }
 
 
@@ -149,10 +161,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print each variant's top operators")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
     parser.add_argument("--episodes", help="keep the step's episodes here (an existing file is reused)")
+    parser.add_argument("--vary", action="store_true", help="train each repeat on a different 6 of the 8 groups")
     args = parser.parse_args()
     variants = parse_variants(args.variant or list(DEFAULT_VARIANTS))
     if args.child is not None:
-        figures = run_variant(args.recipe, variants[args.child], Path(args.episodes), args.repeats, args.profile)
+        figures = run_variant(
+            args.recipe, variants[args.child], Path(args.episodes), args.repeats, args.profile, args.vary
+        )
         print("RESULT " + json.dumps(figures))
         return
     results = {}
@@ -163,6 +178,7 @@ def main() -> None:
             command += ["--recipe", args.recipe, "--repeats", str(args.repeats)]
             command += [f"--variant={n}={','.join(o)}" for n, o in variants.items()]
             command += ["--profile"] if args.profile else []
+            command += ["--vary"] if args.vary else []
             print(f"-- {name}: {' '.join(variants[name]) or '(the recipe as it is)'}", flush=True)
             out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
             results[name] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
@@ -178,6 +194,7 @@ def report(name: str, r: dict[str, Any]) -> None:
     )
     for stage, gib in r["stages"].items():
         print(f"    RSS {gib:5.2f} GiB  {stage}")
+    print(f"    RSS after each timed update: {r['resident_after_updates']}")
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from turngym.agent.hardware import release_freed_memory
 from turngym.algos import Objective, StepTotals
 from turngym.trainer.collate import MicroBatch, StepRows, collate, deal, padding_fraction, plan_micro_batches
 from turngym.trainer.config import CorrectionConfig, OptimizerConfig
@@ -165,6 +166,8 @@ def update(
             skipped += [reason] if reason is not None else []
     advance_schedule(learner)
     metrics = sums.result(procs)
+    if procs.device.type == "cpu":
+        release_freed_memory()  # the holes this update's activations left, before rows of other shapes come
     return UpdateResult(
         steps=optimizer_config.update_epochs * len(parts),
         skipped_steps=len(skipped),
