@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "== set-up done"
 
 # The main job on the embedded default model: held-out success before, a short GRPO run, success after,
-# learning curves in runs/demo/plots. About 8-15 minutes of training on a 2-core CPU.
+# learning curves in runs/demo/plots. About 10-18 minutes of training on a 2-core CPU, about 7 GiB of memory.
 demo: setup
 	$(VENV)/bin/turngym models prepare
 	$(VENV)/bin/turngym train examples/recipes/demo.yaml
