@@ -83,6 +83,8 @@ def keep_freed_memory(mmap_threshold: int | None = MMAP_THRESHOLD) -> bool:
     """
     import ctypes
 
+    if mmap_threshold is not None and not 0 < mmap_threshold <= MMAP_THRESHOLD:
+        raise ValueError(f"mmap_threshold must be in 1..{MMAP_THRESHOLD} bytes (glibc's limit), got {mmap_threshold}")
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:

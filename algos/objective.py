@@ -289,7 +289,8 @@ class Objective:
 
     def step_metrics(self, table: RewardTable) -> dict[str, float]:
         """Anchor coverage and mean size, and the std of the step advantages of the weighted reward."""
-        step = self._step_credit(self.reward_parts(table, per_turn=True)[0][1], table)[1]  # (N, K)
+        rewards = sum(weight * values for weight, values in self.reward_parts(table, per_turn=True))  # (N, K)
+        step = self._step_credit(rewards, table)[1]  # (N, K)
         real = table.turn_mask.bool()  # (N, K)
         spread = float(step[real].std()) if int(real.sum()) > 1 else 0.0
         return F.anchor_metrics(table.turn_mask, table.group_ids, table.turn_states) | {"step_advantage_std": spread}

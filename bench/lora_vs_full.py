@@ -15,7 +15,8 @@ is where a run's memory goes.
 A variant is a name and recipe overrides (`name=` alone: the recipe as it is); the pseudo-override
 `malloc=default` leaves glibc's allocator as it is (`turngym train` sets it to keep freed memory,
 `agent/hardware.keep_freed_memory`), `malloc=heap` keeps every block in the heap (the setting before
-the 32 MiB threshold) and `malloc=N` maps blocks of N MiB and more.
+the 32 MiB threshold) and `malloc=N` maps blocks of N MiB and more (N <= 32). Every variant's update
+ends with `release_freed_memory` (malloc_trim), as in training.
 `--vary` trains each repeat on a different random 6 of the step's 8 groups, so the rows change shape
 from update to update as in a run (a run's resident memory grows with the holes such changes leave);
 the resident memory after each update is printed. The default variants name full fine-tuning's settings too, so

@@ -155,7 +155,8 @@ class TextEnv(gymnasium.Env[str, str]):
         move and nothing else (GuessNumber: the numbers still possible and the guesses left).
         None, the default, lets the rollout key the state by the observations so far (the first
         observation and every feedback), which never merges two different observation histories.
-        Called before every step; keys need only tell apart the states of one env and seed.
+        Called before every step; keys need only tell apart the states of one env and seed. An
+        empty string means "no key": the turn is compared with no other.
         """
         return None
 

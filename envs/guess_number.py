@@ -61,11 +61,14 @@ class GuessNumber(TextEnv):
 
     @override
     def state_key(self) -> str:
-        """The numbers still possible and the guesses left, e.g. `"3..4, 2 left"`.
+        """The numbers still possible, the guesses left and the numbers guessed, e.g. `"3..4, 2 left, 2 tried"`.
 
-        Every guess made so far lies outside the open range, so this is all the next move depends on.
+        The guessed numbers matter for the reward of the next guess (repeating one is invalid,
+        guessing an excluded one is ruled out), so two histories that reached the same open range
+        with different guesses are different states.
         """
-        return f"{self.open_low}..{self.open_high}, {self.max_turns - self.turn} left"
+        tried = f", {' '.join(map(str, sorted(self.guessed)))} tried" if self.guessed else ""
+        return f"{self.open_low}..{self.open_high}, {self.max_turns - self.turn} left{tried}"
 
     @override
     def on_step(self, action: str) -> Turn:

@@ -107,7 +107,7 @@ def test_turns_carry_state_keys_that_round_trip_and_load_empty_from_old_files(to
     first = group.trajectories[0].turns
     # GuessNumber's own key: the numbers still possible and the guesses left, before each guess
     assert first[0].state == "1..100, 7 left"
-    assert first[1].state in ("1..49, 6 left", "51..100, 6 left")
+    assert first[1].state in ("1..49, 6 left, 50 tried", "51..100, 6 left, 50 tried")
     assert [t.state for t in group.trajectories[1].turns] == [t.state for t in first]  # same seed, same play
     path = tmp_path / "episodes.jsonl"
     save_episodes(path, [group])

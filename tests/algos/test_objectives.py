@@ -384,7 +384,10 @@ def test_step_credit_with_multiple_rewards_and_gfpo() -> None:
     # a: totals 1, 0 -> +-0.5; returns [1, 1] vs [0, 0] -> step +-0.5 at both turns -> [[1, 1], [-1, -1]]
     # b: totals 1, 0 -> +-0.5; returns [1, 0] vs [0, 0] -> step [+-0.5, 0] -> [[1, 0.5], [-1, -0.5]]
     expected = torch.tensor([[1.0, 1.0], [-1.0, -1.0]], dtype=D) + 2 * torch.tensor([[1.0, 0.5], [-1.0, -0.5]], dtype=D)
-    torch.testing.assert_close(both.advantages(groups_of(rows)).values, expected)
+    result = both.advantages(groups_of(rows))
+    torch.testing.assert_close(result.values, expected)
+    # the metric is on the weighted reward a + 2b: returns [3, 1] and [0, 0] -> steps +-1.5, +-0.5
+    assert result.metrics["step_advantage_std"] == pytest.approx(float(torch.tensor([1.5, 0.5, -1.5, -0.5]).std()))
     # GFPO passes the retained responses to its base, which applies step credit among them
     gfpo = GFPO(base=DrGRPO(credit="step", gamma=0.95), k=3, metric="length")
     example = worked_example()

@@ -48,6 +48,23 @@ def test_guess_number_marks_guesses_the_feedback_ruled_out() -> None:
     assert terminated and reward == 1.0 and info["rewards"]["ruled_out"] == 0.0
 
 
+def test_guess_number_state_key_is_the_open_range_the_turns_left_and_the_guesses() -> None:
+    env = make("turngym/GuessNumber-v0", low=1, high=4, max_turns=3).unwrapped
+    keys = []
+    for actions in (["[3]", "no idea"], ["[3]", "[4]"], ["[3]", "[3]"], ["[3]", "[9]"]):
+        env.reset(seed=0)
+        env.secret = 1
+        for action in actions:
+            env.step(action)
+        keys.append(env.state_key())
+    # invalid, repeated and out-of-range guesses change only the turns left; a ruled-out guess ([4]
+    # after "lower than 3") is remembered, since repeating it would now be invalid, not ruled out
+    after_three = "1..2, 1 left, 3 tried"
+    assert keys == [after_three, "1..2, 1 left, 3 4 tried", after_three, after_three]
+    env.reset(seed=0)
+    assert env.state_key() == "1..4, 3 left"
+
+
 def test_binary_search_wins_guess_number_within_seven_turns_on_100_seeds() -> None:
     env = make("turngym/GuessNumber-v0")  # 1..100, 7 turns
     turns = []
