@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import Any
 
 
 @functools.cache
@@ -41,6 +42,17 @@ def resolve_dtype(dtype: str, device_type: str) -> str:
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed M_MMAP_THRESHOLD on 64-bit (HEAP_MAX_SIZE / 2)
 
 
+@functools.cache
+def _glibc() -> Any:
+    """glibc, loaded once (None off glibc)."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def release_freed_memory() -> bool:
     """Give the pages of every freed heap block back to the OS (glibc's `malloc_trim(0)`), once per update.
 
@@ -52,13 +64,8 @@ def release_freed_memory() -> bool:
     Returns:
         Whether anything was returned.
     """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.malloc_trim(0))
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
 
 
 @functools.cache
@@ -81,13 +88,10 @@ def keep_freed_memory(mmap_threshold: int | None = MMAP_THRESHOLD) -> bool:
     Returns:
         Whether the setting was applied.
     """
-    import ctypes
-
     if mmap_threshold is not None and not 0 < mmap_threshold <= MMAP_THRESHOLD:
         raise ValueError(f"mmap_threshold must be in 1..{MMAP_THRESHOLD} bytes (glibc's limit), got {mmap_threshold}")
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4  # from glibc's <malloc.h>
     if mmap_threshold is None:

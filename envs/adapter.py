@@ -143,12 +143,12 @@ class GymnasiumTextEnv(TextEnv):
 
     def valid_action(self) -> str | None:
         """The wrapped env's `valid_action()`, if it has one."""
-        offer = getattr(self.env.unwrapped if isinstance(self.env, gymnasium.Env) else self.env, "valid_action", None)
+        offer = getattr(self._inner, "valid_action", None)
         return offer() if callable(offer) else None
 
     def state_key(self) -> str | None:
         """The wrapped env's `state_key()`, if it has one (else the rollout keys by the observations)."""
-        key = getattr(self.env.unwrapped if isinstance(self.env, gymnasium.Env) else self.env, "state_key", None)
+        key = getattr(self._inner, "state_key", None)
         return key() if callable(key) else None
 
     def close(self) -> None:
@@ -157,7 +157,12 @@ class GymnasiumTextEnv(TextEnv):
 
     @property
     def _name(self) -> str:
-        return type(self.env.unwrapped if isinstance(self.env, gymnasium.Env) else self.env).__name__
+        return type(self._inner).__name__
+
+    @property
+    def _inner(self) -> Any:
+        """The wrapped env under its Gymnasium wrappers."""
+        return self.env.unwrapped if isinstance(self.env, gymnasium.Env) else self.env
 
     def __str__(self) -> str:
         return f"GymnasiumTextEnv({self.env})"

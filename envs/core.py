@@ -152,7 +152,8 @@ class TextEnv(gymnasium.Env[str, str]):
 
         Optional. `credit: step` compares the returns of the turns of one group (one seed) taken in
         the same state (GiGPO's anchor states), so a key should hold what matters for the next
-        move and nothing else (GuessNumber: the numbers still possible and the guesses left).
+        move and nothing else (GuessNumber: the numbers still possible, the guesses left and the
+        numbers guessed).
         None, the default, lets the rollout key the state by the observations so far (the first
         observation and every feedback), which never merges two different observation histories.
         Called before every step; keys need only tell apart the states of one env and seed. An
