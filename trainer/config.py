@@ -337,13 +337,19 @@ def recipe_changes(config: TrainConfig) -> list[str]:
     """`key=value` for each setting that differs from its default, in recipe order (a run's header line)."""
     lora = LoraConfig() if config.model.lora is not None else None  # LoRA's own defaults are not news
     baseline = TrainConfig(model=ModelConfig(lora=lora), envs=[EnvConfig(id=env.id) for env in config.envs])
-    mine, default = _dotted(recipe_to_dict(config, False)), _dotted(recipe_to_dict(baseline, False))
+    mine, default = dotted(recipe_to_dict(config, False)), dotted(recipe_to_dict(baseline, False))
     if lora is not None:
         default.pop("model.lora.r")  # but LoRA itself is: its rank is always shown
     return [f"{key}={json_like(value)}" for key, value in mine.items() if default.get(key, ...) != value]
 
 
-def _dotted(data: Any, prefix: str = "") -> dict[str, Any]:
+def dotted(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested recipe data as one level of dotted keys; a list of mappings is indexed (`envs.0.id`).
+
+    Example:
+        >>> dotted({"run": {"seed": 1}, "envs": [{"id": "e", "kwargs": {"high": 8}}], "imports": []})
+        {'run.seed': 1, 'envs.0.id': 'e', 'envs.0.kwargs.high': 8, 'imports': []}
+    """
     if isinstance(data, dict):
         items = data.items()
     elif isinstance(data, list) and any(isinstance(v, dict) for v in data):
@@ -352,7 +358,7 @@ def _dotted(data: Any, prefix: str = "") -> dict[str, Any]:
         return {prefix: data}
     out: dict[str, Any] = {}
     for key, value in items:
-        out.update(_dotted(value, f"{prefix}{key}."))
+        out.update(dotted(value, f"{prefix}{key}."))
     return {k.rstrip("."): v for k, v in out.items()}
 
 

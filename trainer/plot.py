@@ -11,6 +11,11 @@ panels with labelled axes (series of few points get markers, so a one-step run s
     length.png    turns per episode, sampled tokens per episode, stop reasons
     kl_clip.png   sampler/trainer mismatch, KL to the reference, clip fractions, grad norm
     time.png      seconds per step split into rollout / update / sync, and tokens/s of each
+
+With `seeds=True` (`turngym plot --seeds`), runs whose recipes differ only in `run.seed` (and
+`run.dir`) are one line: the mean of those runs at each step they all reached, shaded from the
+lowest to the highest run, labelled by the recipe keys that set the lines apart. This is how to
+compare methods over several seeds (`runs/traj_s0 runs/traj_s1 runs/step_s0 runs/step_s1`).
 """
 
 from __future__ import annotations
@@ -20,14 +25,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from turngym.trainer.config import dotted
 from turngym.trainer.metrics import read_metrics
+from turngym.trainer.schema import json_like
 
 FEW_POINTS = 10  # a series with at most this many points gets markers (a line through one point is invisible)
 NAMED_RUNS = 3  # an overlay's default folder names this many runs, then counts the rest
+SEED_KEYS = ("run.seed", "run.dir")  # recipe keys in which the runs of one `--seeds` line may differ
+LOW, HIGH = "#lowest", "#highest"  # suffixes of the series that bound a `--seeds` line's shaded spread
+PER_RUN = re.compile(r"^eval/.+/(low|high)$|^reward_std$")  # one run's interval/band: not averaged over runs
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> list[Path]:
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, seeds: bool = False) -> list[Path]:
     """Write the learning-curve PNGs of `run_dirs` into `out` (default: `default_out(run_dirs)`).
+
+    Args:
+        run_dirs: run directories (each with its `metrics.jsonl`).
+        out: the folder for the PNGs.
+        seeds: one line per group of runs that differ only in `run.seed` (`seed_groups`): their
+            mean, shaded from the lowest to the highest run.
 
     Returns:
         The PNG paths written.
@@ -37,12 +55,20 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {_label(Path(d), run_dirs): _series(read_metrics(d)) for d in run_dirs}
+    if seeds:
+        runs = {
+            label: mean_and_spread([_series(read_metrics(d)) for d in dirs])
+            for label, dirs in seed_groups(run_dirs).items()
+        }
+    else:
+        runs = {_label(Path(d), run_dirs): _series(read_metrics(d)) for d in run_dirs}
     out_dir = Path(out) if out is not None else default_out(run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, panels in _figures(runs).items():
         panels = [p for p in panels if any(key in series for series in runs.values() for key in p["keys"])]
+        if seeds:  # the shade is the runs' range, not one run's 95% interval
+            panels = [{**p, "ylabel": "fraction (shaded: runs' range)"} if "interval" in p else p for p in panels]
         if not panels:
             continue
         cols = min(len(panels), 3)
@@ -52,7 +78,11 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> 
             _draw(ax, panel, runs)
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
-        fig.suptitle(f"{name}: {', '.join(runs)}" if len(runs) <= 3 else name, fontsize=11)
+        title = f"{name}: {', '.join(runs)}" if len(runs) <= 3 else name
+        fig.suptitle(
+            title + ("\n(mean of each line's runs, shaded from the lowest to the highest)" if seeds else ""),
+            fontsize=11,
+        )
         written.append(save_png(fig, out_dir / f"{name}.png"))
     return written
 
@@ -71,6 +101,67 @@ def default_out(run_dirs: Sequence[str | Path]) -> Path:
     names = [re.sub(r"[^\w.-]+", "_", Path(d).resolve().name) for d in run_dirs]
     more = len(names) - NAMED_RUNS
     return Path("plots") / "-".join(["compare", *names[:NAMED_RUNS], *([f"and-{more}-more"] if more > 0 else [])])
+
+
+def seed_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """Runs whose recipes (`recipe.yaml`) differ only in `run.seed` and `run.dir`, one group per recipe.
+
+    Each group is labelled by the recipe keys whose values tell the groups apart (the recipe's name
+    when there is one group) and its number of runs, e.g. `"objective.credit=step (3 runs)"`.
+    Groups keep the order in which their first run was given.
+
+    Raises:
+        FileNotFoundError: a directory without `recipe.yaml`.
+    """
+    recipes: list[tuple[dict[str, Any], list[Path]]] = []
+    for d in run_dirs:
+        path = Path(d) / "recipe.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} does not exist: --seeds groups runs by their recipes; is {d} a turngym run directory?"
+            )
+        flat = {
+            k: json_like(v) for k, v in dotted(yaml.safe_load(path.read_text()) or {}).items() if k not in SEED_KEYS
+        }
+        same = [members for recipe, members in recipes if recipe == flat]
+        if same:
+            same[0].append(Path(d))
+        else:
+            recipes.append((flat, [Path(d)]))
+    keys = list(dict.fromkeys(k for recipe, _ in recipes for k in recipe))
+    apart = [k for k in keys if len({recipe.get(k, "(absent)") for recipe, _ in recipes}) > 1]
+    groups = {}
+    for recipe, members in recipes:
+        name = " ".join(f"{k}={recipe.get(k, '(absent)')}" for k in apart) or recipe.get("name", "runs")
+        groups[f"{name} ({len(members)} run{'s' if len(members) > 1 else ''})"] = members
+    return groups
+
+
+def mean_and_spread(
+    runs: Sequence[dict[str, tuple[list[int], list[float]]]],
+) -> dict[str, tuple[list[int], list[float]]]:
+    """One series per key: the runs' mean at every step all of them have, plus `key#lowest` / `key#highest`.
+
+    One run's own intervals (held-out 95% CI, the reward's std) are left out: their mean is no interval.
+
+    Example:
+        >>> merged = mean_and_spread([{"x": ([1, 2, 3], [0.0, 1.0, 2.0])}, {"x": ([1, 2], [2.0, 3.0])}])
+        >>> merged["x"], merged["x#lowest"], merged["x#highest"]
+        (([1, 2], [1.0, 2.0]), ([1, 2], [0.0, 1.0]), ([1, 2], [2.0, 3.0]))
+    """
+    merged: dict[str, tuple[list[int], list[float]]] = {}
+    for key in set.intersection(*(set(run) for run in runs)):
+        if PER_RUN.match(key):
+            continue
+        values = [dict(zip(*run[key], strict=True)) for run in runs]  # step -> value, one dict per run
+        steps = sorted(set.intersection(*(set(v) for v in values)))
+        if not steps:
+            continue
+        columns = [[v[step] for v in values] for step in steps]  # one list of the runs' values per step
+        merged[key] = (steps, [sum(c) / len(c) for c in columns])
+        merged[key + LOW] = (steps, [min(c) for c in columns])
+        merged[key + HIGH] = (steps, [max(c) for c in columns])
+    return merged
 
 
 def save_png(fig: Any, path: Path) -> Path:
@@ -180,6 +271,8 @@ def _draw(ax: Any, panel: dict[str, Any], runs: dict[str, dict[str, Any]]) -> No
             if "interval" in panel and all(b in series for b in panel["interval"]):
                 low, high = (series[b][1] for b in panel["interval"])
                 _spread(ax, series[panel["interval"][0]][0], low, high, color=color, alpha=0.2)
+            if key + LOW in series:  # a `--seeds` line: shade from its lowest to its highest run
+                _spread(ax, series[key + LOW][0], series[key + LOW][1], series[key + HIGH][1], color=color, alpha=0.2)
             if "band" in panel and panel["band"][1] in series:
                 std = series[panel["band"][1]][1]
                 low = [v - s for v, s in zip(values, std, strict=False)]

@@ -558,13 +558,19 @@ def plot(
         help="Where to write the PNGs (default: <run>/plots for one run; plots/compare-<A>-<B> in the current "
         "directory for several).",
     ),
+    seeds: bool = typer.Option(
+        False,
+        "--seeds",
+        help="Runs whose recipes differ only in run.seed are one line: their mean, shaded from the lowest to the "
+        "highest run, labelled by the recipe keys that set the lines apart (compare methods over several seeds).",
+    ),
     verbose: bool = VERBOSE,
 ) -> None:
     """Write PNG learning curves of runs: reward, success, length, KL/clip, time split."""
     from turngym.trainer.plot import plot_runs
 
     try:
-        paths = plot_runs(run_dirs, out)
+        paths = plot_runs(run_dirs, out, seeds=seeds)
     except (OSError, ValueError, TypeError, KeyError) as err:
         err_console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

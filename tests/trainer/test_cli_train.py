@@ -159,6 +159,51 @@ def test_plot_writes_one_png_per_topic_and_overlays_runs(in_tmp) -> None:
     ]
 
 
+def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tmp) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from turngym.trainer.config import dump_recipe, load_recipe
+    from turngym.trainer.metrics import read_metrics
+    from turngym.trainer.plot import _draw, _series, mean_and_spread, seed_groups
+
+    runs = [
+        ("t0", "trajectory", 0, 0.1),
+        ("s0", "step", 0, 0.05),
+        ("t1", "trajectory", 1, 0.2),
+        ("s1", "step", 1, 0.15),
+    ]
+    for name, credit, seed, slope in runs:
+        _fake_run(in_tmp / name, 5, slope)
+        recipe = load_recipe(GOOD, [f"objective.credit={credit}", f"run.seed={seed}", f"run.dir={name}"])
+        (in_tmp / name / "recipe.yaml").write_text(dump_recipe(recipe))
+    groups = seed_groups(["t0", "s0", "t1", "s1"])
+    assert groups == {
+        "objective.credit=trajectory (2 runs)": [Path("t0"), Path("t1")],
+        "objective.credit=step (2 runs)": [Path("s0"), Path("s1")],
+    }
+    assert seed_groups(["t1", "t0"]) == {"run (2 runs)": [Path("t1"), Path("t0")]}  # one recipe: its name
+    merged = mean_and_spread([_series(read_metrics(d)) for d in ("t0", "t1")])
+    steps = [1, 2, 3, 4, 5]
+    assert merged["reward"] == (steps, pytest.approx([(0.1 * s + 0.2 * s) / 2 for s in steps]))
+    assert merged["reward#lowest"] == (steps, pytest.approx([0.1 * s for s in steps]))
+    assert merged["reward#highest"] == (steps, pytest.approx([0.2 * s for s in steps]))
+    assert merged["eval/e/success"] == ([0, 5], [0.05, 0.8])
+    assert "eval/e/low" not in merged and "reward_std" not in merged  # one run's interval is no interval of a mean
+    fig, ax = plt.subplots()
+    _draw(ax, {"title": "t", "keys": ["reward"], "ylabel": "r"}, {"trajectory": merged})
+    assert len(ax.lines) == 1 and len(ax.collections) == 1  # the mean, and the range shaded around it
+    plt.close(fig)
+    result = runner.invoke(app, ["plot", "--seeds", "t0", "s0", "t1", "s1", "--out", "p"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"p/{n}.png" for n in ("reward", "success", "length", "kl_clip", "time")]
+    (in_tmp / "t1" / "recipe.yaml").unlink()
+    result = runner.invoke(app, ["plot", "--seeds", "t0", "t1"])
+    assert result.exit_code == 2 and "--seeds groups runs by their recipes; is t1 a turngym run" in result.output
+
+
 def test_plot_of_a_directory_that_is_not_a_run_exits_2(in_tmp) -> None:
     (in_tmp / "empty").mkdir()
     result = runner.invoke(app, ["plot", "empty"])
