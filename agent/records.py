@@ -8,6 +8,7 @@ episodes can be saved (`save_episodes`) and replayed (`load_episodes`).
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -65,6 +66,9 @@ class Trajectory:
             or `error` (the env raised or returned a non-finite reward; see `error`).
         first_observation: the env's first observation.
         error: the traceback of the env's failure (`stop_reason="error"`), else None.
+        has_sampling_logps: False for an episode rebuilt from text (a transcript without token ids,
+            tokenized with the policy's chat template): its `sampling_logps` are 0 and no behaviour
+            policy is known.
     """
 
     token_ids: list[int]
@@ -79,6 +83,7 @@ class Trajectory:
     stop_reason: StopReason
     first_observation: str = ""
     error: str | None = None
+    has_sampling_logps: bool = True
 
     @property
     def num_turns(self) -> int:
@@ -138,13 +143,20 @@ class TrajectoryGroup:
 
 
 def save_episodes(path: str | Path, groups: Iterable[TrajectoryGroup]) -> None:
-    """Write groups as JSONL, one group per line (appending to an existing file)."""
-    with open(path, "a", encoding="utf-8") as out:
+    """Write groups as JSONL, one group per line, appending; gzip-compressed if `path` ends in `.gz`."""
+    with open_text(path, "a") as out:
         for group in groups:
             out.write(json.dumps(group.to_dict(), ensure_ascii=False) + "\n")
 
 
 def load_episodes(path: str | Path) -> list[TrajectoryGroup]:
-    """Read groups written by `save_episodes`."""
-    with open(path, encoding="utf-8") as lines:
+    """Read groups written by `save_episodes` (`.jsonl` or `.jsonl.gz`)."""
+    with open_text(path, "r") as lines:
         return [TrajectoryGroup.from_dict(json.loads(line)) for line in lines if line.strip()]
+
+
+def open_text(path: str | Path, mode: str) -> Any:
+    """A UTF-8 text file, read or written through gzip when its name ends in `.gz`."""
+    if str(path).endswith(".gz"):
+        return gzip.open(path, mode + "t", encoding="utf-8")
+    return open(path, mode, encoding="utf-8")

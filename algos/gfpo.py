@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -89,6 +89,11 @@ class GFPO(Objective):
     def needs_whole_groups(self) -> bool:  # type: ignore[override]
         """As the base objective."""
         return self.base.needs_whole_groups
+
+    @property
+    def recorded_data_needs(self) -> Literal["logprobs", "nothing"]:  # type: ignore[override]
+        """The base objective's."""
+        return self.base.recorded_data_needs
 
     @property
     def zero_advantage_rows_are_inert(self) -> bool:

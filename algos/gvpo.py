@@ -46,6 +46,9 @@ class GVPO(Objective):
     accepts_is_weights: ClassVar[bool] = False
     needs_whole_groups: ClassVar[bool] = True
     token_advantages: ClassVar[bool] = False  # the regression target is each row's mean advantage
+    # Theorem 2 of the paper: the loss compares pi with pi_old, both computed by the trainer, so its
+    # unique optimum does not depend on which distribution sampled the episodes.
+    recorded_data_needs: ClassVar[Literal["logprobs", "nothing"]] = "nothing"
 
     @property
     def zero_advantage_rows_are_inert(self) -> bool:

@@ -153,6 +153,12 @@ class Objective:
     # The loss reads each token's advantage (False: one value per sequence, so per-turn credit
     # would be averaged away; `credit="step"` is refused).
     token_advantages: ClassVar[bool] = True
+    # What recorded episodes (`data.episodes`) must carry for this loss to be sound on them:
+    # "logprobs": the behaviour policy's token logprobs, so the trainer can weight tokens by
+    # pi_old / mu (`correction`); the clipped ratio and the policy gradient assume the tokens came
+    # from the policy being corrected for. "nothing": any episodes, text-only transcripts
+    # included (GVPO: its optimum is the same under any sampling distribution with full support).
+    recorded_data_needs: ClassVar[Literal["logprobs", "nothing"]] = "logprobs"
 
     def __post_init__(self) -> None:
         if self.reward_aggregation == "normalize_then_sum" and not self.reward_weights:

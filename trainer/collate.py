@@ -75,6 +75,8 @@ class MicroBatch:
         lengths: real tokens of each row.
         input_ids: (n, T) token ids, padded with 0 (the model is causal; padding follows every real token).
         sampling_logps: (n, T) the sampler's logprobs of the sampled tokens, 0 elsewhere.
+        has_sampling_logps: (n,) False for rows rebuilt from text (no behaviour logprobs: no
+            importance weight, and left out of the mismatch metrics).
         policy: the objective's view (loss mask, advantages, group ids and sizes; old/ref logprobs
             are filled in by the update).
     """
@@ -84,6 +86,7 @@ class MicroBatch:
     input_ids: Tensor
     sampling_logps: Tensor
     policy: PolicyBatch
+    has_sampling_logps: Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -193,7 +196,9 @@ def collate(rows: StepRows, indices: Sequence[int]) -> MicroBatch:
     index = torch.tensor(list(indices))  # (n,)
     advantages = broadcast_to_tokens(rows.advantages[index], turn_index) * loss_mask  # (n, T)
     policy = PolicyBatch(loss_mask, advantages, rows.group_ids[index], group_sizes=rows.group_sizes[index])
-    return MicroBatch(list(indices), [len(t.token_ids) for t in trajectories], input_ids, sampling * loss_mask, policy)
+    known = torch.tensor([t.has_sampling_logps for t in trajectories])  # (n,)
+    lengths = [len(t.token_ids) for t in trajectories]
+    return MicroBatch(list(indices), lengths, input_ids, sampling * loss_mask, policy, known)
 
 
 def deal(batches: list[list[int]], lengths: Sequence[int], world_size: int, rank: int) -> list[list[int]]:

@@ -9,6 +9,7 @@ names the key, what is wrong, and the fix (with the closest valid key for a typo
     model:     the policy and the precision it samples and trains in
     envs:      one or several envs with mixture weights and constructor kwargs
     rollout:   groups, group size and sampling
+    data:      recorded episodes to train on, alone or mixed with live rollouts
     objective: the `Objective` itself, written as an `OBJECTIVES` name plus its hyperparameters
                (`{name: dapo, eps_high: 0.28}`, or just `dapo`; GFPO takes a `base` objective)
     correction: the sampler/trainer mismatch correction
@@ -197,6 +198,22 @@ class OptimizerConfig:
 
 
 @dataclass
+class DataConfig:
+    """Recorded episodes as training data: saved runs (`run.save_episodes`), `turngym eval` episodes, transcripts."""
+
+    episodes: list[str] = field(default_factory=list)
+    """JSONL files or globs of episode groups (`save_episodes` lines: `{env_id, seed, trajectories}`, `.gz` too):
+    a run's `episodes/step-*.jsonl.gz`, `turngym eval`'s `episodes.jsonl`, or text-only transcripts of the same
+    shape without `token_ids` (tokenized with the policy's chat template). A recorded group is a group: its
+    `env_id` must name an entry of `envs`."""
+    live_fraction: float | None = None
+    """Share of each step's groups played live by the policy (default: 0 with `episodes`, else 1). At 0 no vLLM
+    engine starts for training (one starts for evaluations, if any are set)."""
+    shuffle: bool = True
+    """Take the recorded groups in a new order each pass over them (seeded by `run.seed`); false: file order."""
+
+
+@dataclass
 class RunConfig:
     """Length, output, seeds and checkpoints of a run."""
 
@@ -220,6 +237,8 @@ class RunConfig:
     """Also write TensorBoard event files to `<run dir>/tensorboard`."""
     progress: bool = True
     """Show the live progress display (a plain line per step when not a terminal)."""
+    save_episodes: bool = False
+    """Save every step's episodes to `<run dir>/episodes/step-NNNNNN.jsonl.gz` (`data.episodes` reads them)."""
 
 
 @dataclass
@@ -248,6 +267,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     envs: list[EnvConfig] = field(default_factory=list)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     objective: Objective = field(default_factory=GRPO)
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -265,6 +285,13 @@ class TrainConfig:
         # derived
         if self.correction.mode == "auto":
             self.correction.mode = "token_truncate" if self.objective.accepts_is_weights else "none"
+
+    @property
+    def live_fraction(self) -> float:
+        """`data.live_fraction`, resolved: 0 with recorded episodes, else 1, unless set."""
+        if self.data.live_fraction is not None:
+            return self.data.live_fraction
+        return 0.0 if self.data.episodes else 1.0
 
     @property
     def env_names(self) -> list[str]:
@@ -324,7 +351,19 @@ def recipe_to_dict(config: TrainConfig, defaults: bool = True) -> dict[str, Any]
     With `defaults=False` the objective keeps only the hyperparameters that differ from its defaults.
     """
     data = RECIPE.to_plain(config, defaults)
-    order = ["name", "imports", "model", "envs", "rollout", "objective", "correction", "optimizer", "run", "eval"]
+    order = [
+        "name",
+        "imports",
+        "model",
+        "envs",
+        "rollout",
+        "data",
+        "objective",
+        "correction",
+        "optimizer",
+        "run",
+        "eval",
+    ]
     return {key: data[key] for key in order}
 
 
@@ -369,6 +408,28 @@ def _validate(config: TrainConfig) -> None:
     _check_rollout(config)
     _check_optimizer(config)
     _check_run_and_eval(config)
+    _check_data(config)
+
+
+def _check_data(config: TrainConfig) -> None:
+    """Recorded episodes against the live share of each step (the files themselves are read at start)."""
+    share = config.data.live_fraction
+    if share is not None and not 0 <= share <= 1:
+        raise RecipeError("data.live_fraction", f"must be in [0, 1], got {share}")
+    if config.live_fraction < 1 and not config.data.episodes:
+        raise RecipeError(
+            "data.live_fraction",
+            f"{share} leaves part of each step to recorded episodes, but data.episodes names none; "
+            "add files (data.episodes=[runs/x/episodes/*.jsonl.gz]) or set data.live_fraction=1",
+        )
+    objective, name = config.objective, OBJECTIVE.name_of(config.objective)
+    if config.live_fraction < 1 and objective.recorded_data_needs == "logprobs" and config.correction.mode == "none":
+        raise RecipeError(
+            "correction.mode",
+            f"recorded episodes come from another policy, and {name} is sound on them only when each token is "
+            "weighted by pi_old / mu from their logprobs; set correction.mode=token_truncate (or use gvpo, "
+            "which needs no correction)",
+        )
 
 
 def _check_names_and_envs(config: TrainConfig) -> None:
@@ -527,6 +588,7 @@ SECTIONS: dict[str, type] = {
     "model.lora": LoraConfig,
     "envs": EnvConfig,
     "rollout": RolloutConfig,
+    "data": DataConfig,
     "objective": Objective,
     "correction": CorrectionConfig,
     "optimizer": OptimizerConfig,

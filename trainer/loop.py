@@ -7,12 +7,15 @@
                   checkpoint's weights, optimiser, RNG, seed cursor and objective state. It returns
                   a `Run` (what is fixed for the run) and a `TrainState` (what changes every step).
     every step    `_train_step(run, state, step)`, one screen:
-                      collect, select   groups on every env of the mixture; `objective.filter`,
-                                        collecting more while it says the batch is incomplete
+                      collect, select   groups on every env of the mixture, played live and/or
+                                        taken from recorded episodes (`data`, data.py);
+                                        `objective.filter`, collecting more while it says the
+                                        batch is incomplete
                       advantages        `objective.advantages` + `StepRows` (collate.py)
                       update            micro-batches, step-global totals, clip, AdamW (update.py),
                                         which returns an `UpdateResult`
                       sync              `generator.load_weights`, when the update changed the weights
+                                        (on recorded episodes alone: before the next evaluation)
                       metrics           one record (metrics.py): rollout, selection, advantages, update
                   then, on schedule, a held-out evaluation (heldout.py) and a checkpoint
     the end       a final checkpoint and evaluation; success before/after
@@ -46,13 +49,14 @@ from rich.markup import escape
 from turngym.agent.generator import SamplingParams
 from turngym.agent.hardware import keep_freed_memory
 from turngym.agent.models import resolve_model
-from turngym.agent.records import TrajectoryGroup, load_episodes
+from turngym.agent.records import TrajectoryGroup, load_episodes, save_episodes
 from turngym.agent.rollout import collect_groups
 from turngym.algos import Objective, Selection
 from turngym.trainer import checkpoint as ckpt
 from turngym.trainer import lora
 from turngym.trainer.collate import StepRows
 from turngym.trainer.config import TrainConfig, check_envs, recipe_changes
+from turngym.trainer.data import RecordedData, load_recorded
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
 from turngym.trainer.heldout import evaluate_suite, training_suite, transcript
@@ -76,10 +80,13 @@ class Run:
         dir: the run directory.
         learner: the model, its optimiser and schedule, and the reference model.
         tokenizer: the model's tokenizer (saved with checkpoints).
-        generator: the vLLM engine episodes are sampled from (its weights follow the learner's).
+        generator: the vLLM engine episodes are sampled from (its weights follow the learner's);
+            None until first needed when the run trains on recorded episodes alone (`sampler`).
         suite: the held-out evaluation suite (`eval.suite`, or the built-in one from `eval.episodes`).
         log: metrics.jsonl (and TensorBoard).
         display: the terminal.
+        data: the recorded episodes (`data.episodes`), or None.
+        stale: the generator's weights lag the learner's (synced before it is next used).
     """
 
     config: TrainConfig
@@ -91,6 +98,18 @@ class Run:
     suite: SuiteConfig
     log: MetricsLog
     display: Display
+    data: RecordedData | None = None
+    stale: bool = False
+
+    def sampler(self) -> Any:
+        """The vLLM engine with the learner's current weights, started on first use."""
+        if self.generator is None:
+            self.display.phase("starting the sampler")
+            self.generator, self.stale = _build_generator(self.config, self.procs), True
+        if self.stale:
+            self.generator.load_weights(lora.sampler_weights(self.learner.model))
+            self.stale = False
+        return self.generator
 
 
 @dataclass
@@ -101,11 +120,13 @@ class TrainState:
         step: the last completed step.
         next_seed: the seed cursor (training env seeds are never reused).
         objective: the objective's state after that step (`Objective.initial_state`; None for most).
+        data_position: how many recorded groups were taken so far (`RecordedData.take`).
     """
 
     step: int = 0
     next_seed: int = 0
     objective: Any = None
+    data_position: int = 0
 
 
 @dataclass
@@ -215,9 +236,11 @@ def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) 
     objective = run.config.objective
     # COLLECT and SELECT: groups on every env of the mixture, filtered by the objective, refilled while incomplete
     start = time.perf_counter()
-    cursor = SeedCursor(state.next_seed)
+    cursor = SeedCursor(state.next_seed, state.data_position)
     rollout = _collect_and_select(run, cursor, step, state.objective)
     rollout_seconds = time.perf_counter() - start
+    if run.config.run.save_episodes:
+        _save_episodes(run, step, rollout.groups)
     # ADVANTAGES of the selected groups, as rows of tokens
     rows, advantage_metrics = _advantages(objective, rollout.selection)
     # UPDATE and SYNC, together: a Ctrl-C now waits until the weights and the sampler agree again
@@ -225,11 +248,13 @@ def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) 
         run.display.phase("update")
         result = update(run.learner, objective, rows, run.config.optimizer, run.config.correction, run.procs)
         start = time.perf_counter()
-        if result.changed_weights:
+        run.stale |= result.changed_weights
+        if run.stale and run.config.live_fraction > 0:  # on recorded episodes alone: before the next evaluation
             run.display.phase("weight sync")
-            run.generator.load_weights(lora.sampler_weights(run.learner.model))
+            run.sampler()
         sync_seconds = time.perf_counter() - start
         state.step, state.next_seed, state.objective = step, cursor.next_seed, rollout.selection.state
+        state.data_position = cursor.data_position
     # METRICS
     return rollout.metrics(rollout_seconds) | advantage_metrics | result.to_metrics() | {"time/sync": sync_seconds}
 
@@ -246,12 +271,14 @@ class Rollout:
         selection: what the objective chose to train on, and its state after choosing.
         refill_rounds: collection rounds after the first (the filter asked for more).
         failed_episodes: episodes whose env raised (their groups were dropped).
+        recorded: groups taken from recorded episodes (`data.episodes`) rather than played.
     """
 
     groups: list[TrajectoryGroup]
     selection: Selection
     refill_rounds: int
     failed_episodes: int
+    recorded: int = 0
 
     def metrics(self, seconds: float) -> dict[str, Any]:
         """The rollout's and the selection's metrics (see metrics.py)."""
@@ -260,6 +287,7 @@ class Rollout:
         metrics |= {f"filter/{k}": v for k, v in self.selection.metrics.items()}
         return metrics | {
             "groups_collected": float(len(self.groups)),
+            "groups_recorded": float(self.recorded),
             "groups_trained": float(len(self.selection.groups)),
             "kept_fraction": len(self.selection.groups) / max(len(self.groups), 1),
             "refill_rounds": float(self.refill_rounds),
@@ -279,6 +307,7 @@ def _collect_and_select(run: Run, cursor: SeedCursor, step: int, objective_state
     config = run.config
     collected: list[TrajectoryGroup] = []
     failed = 0
+    start = cursor.data_position
     for round_ in range(config.rollout.max_refill_rounds + 1):
         run.display.phase(f"rollout{f' (refill {round_})' if round_ else ''}")
         new = _collect_round(run, cursor, step, round_)
@@ -288,21 +317,34 @@ def _collect_and_select(run: Run, cursor: SeedCursor, step: int, objective_state
         selection = config.objective.filter(collected, config.rollout.groups_per_step, objective_state)
         if selection.complete:
             break
-    return Rollout(collected, selection, round_, failed)
+    return Rollout(collected, selection, round_, failed, cursor.data_position - start)
 
 
 def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list[TrajectoryGroup]:
-    """One round of `groups_per_step` groups over the env mixture; this process plays its share.
+    """One round of `groups_per_step` groups: `live_fraction` of them played live, the rest recorded ones.
+
+    The recorded groups come after the live ones, the same on every process (`RecordedData.take`
+    at the cursor's position).
+    """
+    total = run.config.rollout.groups_per_step
+    live = round(total * run.config.live_fraction)
+    groups = _play(run, cursor, step, round_, live) if live else []
+    if live < total:
+        assert run.data is not None, "the recipe check requires data.episodes when live_fraction < 1"
+        groups += run.data.take(total - live, cursor.take_recorded(total - live))
+    return groups
+
+
+def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> list[TrajectoryGroup]:
+    """`count` groups played live over the env mixture; this process plays its share.
 
     Each group is named by its entry's name (`TrainConfig.env_names`), not the id it was made from,
     so the mixture's metrics read `env/<name>/success` (an env named by file path has no path in its keys).
     """
     config, procs = run.config, run.procs
     rollout = config.rollout
-    counts = mixture_counts(
-        [env.weight for env in config.envs], rollout.groups_per_step, step_rng(config.run.seed, step, round_)
-    )
-    seeds = cursor.take(rollout.groups_per_step)
+    counts = mixture_counts([env.weight for env in config.envs], count, step_rng(config.run.seed, step, round_))
+    seeds = cursor.take(count)
     plan = [(e, seed) for e, count in enumerate(counts) for seed in seeds[sum(counts[:e]) : sum(counts[: e + 1])]]
     mine = [plan[i] for i in procs.share(len(plan))]
     groups: list[TrajectoryGroup] = []
@@ -320,7 +362,7 @@ def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list
             env.id,
             env_seeds,
             rollout.group_size,
-            run.generator,
+            run.sampler(),
             max_turns=env.max_turns,
             sampling=sampling,
             max_context_tokens=rollout.max_context_tokens,
@@ -331,6 +373,15 @@ def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list
         )
         groups += [TrajectoryGroup(name, g.seed, g.trajectories) for g in played]  # metrics: env/<name>/success
     return [group for part in procs.gather(groups) for group in part]
+
+
+def _save_episodes(run: Run, step: int, groups: list[TrajectoryGroup]) -> None:
+    """`run.save_episodes`: the step's groups to `<run dir>/episodes/step-NNNNNN.jsonl.gz` (a redone step: replaced)."""
+    if run.procs.is_main:
+        path = run.dir / "episodes" / f"step-{step:06d}.jsonl.gz"
+        path.parent.mkdir(exist_ok=True)
+        path.unlink(missing_ok=True)
+        save_episodes(path, groups)
 
 
 def _report_failures(broken: list[TrajectoryGroup], procs: Processes) -> int:
@@ -381,16 +432,21 @@ def _start(config: TrainConfig, procs: Processes, run_dir: RunDir, generator: An
     display.print(f"[bold]turngym train[/bold] {config.name} -> {run_dir.path} (the whole recipe: recipe.yaml there)")
     display.print(f"[dim]not default: {escape(' '.join(recipe_changes(config)) or 'nothing')}[/dim]")
     learner, tokenizer, state = _build_learner(config, run_dir.checkpoint, procs)
-    generator = generator or _build_generator(config, procs)
+    data = load_recorded(config, tokenizer) if config.data.episodes else None
+    if data is not None:
+        display.print(escape(data.summary()))
+    if generator is None and config.live_fraction > 0:  # on recorded episodes alone, only an evaluation starts one
+        generator = _build_generator(config, procs)
     for line in run_dir.skipped:
         display.print(f"[yellow]{escape(line)}[/yellow]")
     if run_dir.checkpoint is not None:
-        generator.load_weights(lora.sampler_weights(learner.model))  # sample from the resumed weights
         display.print(f"resumed from {run_dir.checkpoint} (step {state.step})")
     log = MetricsLog(run_dir.path, config.run.tensorboard, procs.is_main)
     log.truncate_after(state.step)
     suite = training_suite(config)
-    return Run(config, procs, run_dir.path, learner, tokenizer, generator, suite, log, display), state
+    run = Run(config, procs, run_dir.path, learner, tokenizer, generator, suite, log, display, data)
+    run.stale = run_dir.checkpoint is not None  # sample from the resumed weights
+    return run, state
 
 
 def _seed_everything(config: TrainConfig, procs: Processes) -> None:
@@ -425,7 +481,7 @@ def _build_learner(config: TrainConfig, checkpoint: Path | None, procs: Processe
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"][min(procs.rank, len(saved["rng"]) - 1)])
         objective_state = ckpt.load_objective_state(objective, saved.get("objective"))
-        state = TrainState(step=saved["step"], next_seed=saved["next_seed"], objective=objective_state)
+        state = TrainState(saved["step"], saved["next_seed"], objective_state, saved.get("data_position", 0))
     autocast = resolve_autocast(config.model.autocast, procs.device.type)
     learner = Learner(scorer, model, optimizer, scheduler, reference, autocast, config.rollout.temperature)
     return learner, tokenizer, state
@@ -497,6 +553,7 @@ def _save(run: Run, state: TrainState) -> None:
     trainer_state = {
         "step": state.step,
         "next_seed": state.next_seed,
+        "data_position": state.data_position,
         "optimizer": learner.optimizer.state_dict(),
         "scheduler": learner.scheduler.state_dict(),
         "rng": procs.gather(ckpt.rng_state()),
@@ -525,7 +582,7 @@ def _evaluate(run: Run, step: int) -> list[EnvStats]:
         run.display.phase(f"evaluating suite {run.suite.name}")
     else:
         run.display.phase(f"evaluating ({run.config.eval.episodes} episodes per env)")
-    results = evaluate_suite(run.generator, run.suite, run.procs, episodes_path)
+    results = evaluate_suite(run.sampler(), run.suite, run.procs, episodes_path)
     _log_evaluation(run, step, results, time.perf_counter() - start)
     return results
 

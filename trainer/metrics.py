@@ -5,7 +5,7 @@ TensorBoard scalar per key). Keys are flat and grouped by prefix:
 
     reward, reward_std, reward/<component>, success, turns, sampled_tokens, invalid_rate,
     stop/<reason>, env/<id>/success               the rollout (all collected episodes)
-    groups_collected, groups_trained, kept_fraction, refill_rounds, failed_episodes,
+    groups_collected, groups_recorded, groups_trained, kept_fraction, refill_rounds, failed_episodes,
     uniform_group_fraction, filter/<name>          selection (the objective's filter)
     advantage_abs_mean, advantage_std, adv/<name>  advantages
     loss, pg_loss, kl, ratio_*, clip_fraction_*    the objective's loss terms

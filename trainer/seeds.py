@@ -23,15 +23,24 @@ def eval_seeds(count: int, offset: int = 0) -> list[int]:
 
 @dataclass
 class SeedCursor:
-    """The next unused training seed.
+    """The next unused training seed, and the position in the recorded episodes (`data.episodes`).
 
     Example:
         >>> cursor = SeedCursor(next_seed=10)
         >>> cursor.take(3), cursor.take(2)
         ([10, 11, 12], [13, 14])
+        >>> cursor.take_recorded(4), cursor.take_recorded(4), cursor.data_position
+        (0, 4, 8)
     """
 
     next_seed: int = 0
+    data_position: int = 0
+
+    def take_recorded(self, count: int) -> int:
+        """Where the next `count` recorded groups start (`RecordedData.take`); the position moves past them."""
+        start = self.data_position
+        self.data_position += count
+        return start
 
     def take(self, count: int) -> list[int]:
         """The next `count` seeds; they are never handed out again."""

@@ -305,7 +305,13 @@ class _OptimizerStep:
         weights = importance_weights(
             policy.old_logps, batch.sampling_logps, policy.loss_mask, correction.mode, correction.clip, correction.band
         )  # (n, T)
-        for name, value in mismatch_sums(policy.old_logps, batch.sampling_logps, policy.loss_mask, weights).items():
+        known = policy.loss_mask  # (n, T) tokens whose behaviour logprobs are known
+        if batch.has_sampling_logps is not None and not bool(batch.has_sampling_logps.all()):
+            known = policy.loss_mask * batch.has_sampling_logps[:, None]  # (n, T)
+            weights = torch.where(
+                batch.has_sampling_logps[:, None], weights, policy.loss_mask
+            )  # (n, T) rebuilt rows: 1
+        for name, value in mismatch_sums(policy.old_logps, batch.sampling_logps, known, weights * known).items():
             self.sums.add(name, value)
         policy.advantages = policy.advantages * weights  # (n, T) exact for losses homogeneous in A
         if learner.reference is not None:

@@ -1,0 +1,230 @@
+"""Training from recorded episodes (`data.episodes`): reading, checks, text-only tokenization, order, real runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+from tests.agent.test_rollout import binary_search_policy
+from tests.trainer.support import tiny_recipe
+from turngym.agent import ScriptedGenerator, collect_groups, load_episodes, save_episodes
+from turngym.agent.records import TrajectoryGroup
+from turngym.trainer.config import load_recipe
+from turngym.trainer.data import RecordedData, load_recorded
+from turngym.trainer.metrics import read_metrics
+from turngym.trainer.schema import RecipeError
+
+GUESS = "turngym/GuessNumber-v0"
+TOKEN_FIELDS = ("token_ids", "loss_mask", "sampling_logps", "prompt_length")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def recipe(paths, objective="gvpo", group_size=2, **env) -> dict:
+    return {
+        "envs": [{"id": GUESS, **env}],
+        "rollout": {"group_size": group_size},
+        "objective": objective,
+        "data": {"episodes": [str(p) for p in paths]},
+    }
+
+
+def text_only(group: TrajectoryGroup) -> dict:
+    """A group as a transcript would hold it: texts, rewards and stop reasons, no ids, no positions."""
+    data = group.to_dict()
+    for trajectory in data["trajectories"]:
+        for name in TOKEN_FIELDS:
+            trajectory.pop(name)
+        for turn in trajectory["turns"]:
+            turn.pop("start"), turn.pop("end")
+    return data
+
+
+def write(path, lines) -> str:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return str(path)
+
+
+@pytest.mark.parametrize(("system_prompt", "max_turns", "max_tokens"), [(None, None, 64), ("Be brief.", 2, 3)])
+def test_a_text_only_episode_tokenizes_to_the_ids_of_the_live_episode_it_was_made_from(
+    tokenizer, tmp_path, system_prompt, max_turns, max_tokens
+) -> None:
+    """Won games, games cut by the turn limit, and replies cut by the token limit (no end-of-turn token)."""
+    from turngym.agent import SamplingParams
+
+    generator = ScriptedGenerator(tokenizer, binary_search_policy)
+    live = collect_groups(
+        GUESS,
+        [0, 1],
+        2,
+        generator,
+        max_turns=max_turns,
+        system_prompt=system_prompt,
+        sampling=SamplingParams(max_tokens=max_tokens),
+        progress=False,
+    )
+    path = write(tmp_path / "text.jsonl", [text_only(g) for g in live])
+    config = load_recipe(recipe([path], system_prompt=system_prompt, max_turns=max_turns))
+    data = load_recorded(config, tokenizer)
+    assert data.from_text == 2 and [g.seed for g in data.groups] == [0, 1]
+    for played, rebuilt in zip(live, data.groups, strict=True):
+        for a, b in zip(played.trajectories, rebuilt.trajectories, strict=True):
+            assert b.token_ids == a.token_ids and b.loss_mask == a.loss_mask and b.prompt_length == a.prompt_length
+            assert [(t.start, t.end) for t in b.turns] == [(t.start, t.end) for t in a.turns]
+            assert (b.reward, b.rewards, b.stop_reason) == (a.reward, a.rewards, a.stop_reason)
+            assert not b.has_sampling_logps and set(b.sampling_logps) == {0.0}
+    if max_tokens == 3:  # every reply was cut, so the check above covered replies without an end-of-turn token
+        assert {t.finish_reason for g in live for e in g.trajectories for t in e.turns} == {"length"}
+
+
+def test_recorded_groups_keep_ids_and_logprobs_and_files_may_be_gzipped(tokenizer, tmp_path) -> None:
+    generator = ScriptedGenerator(tokenizer, binary_search_policy)
+    live = collect_groups(GUESS, [3, 4, 5], 2, generator, progress=False)
+    save_episodes(tmp_path / "a.jsonl.gz", live[:2])
+    save_episodes(tmp_path / "b.jsonl", live[2:])
+    assert [g.seed for g in load_episodes(tmp_path / "a.jsonl.gz")] == [3, 4]
+    config = load_recipe(recipe([tmp_path / "*.jsonl*"], objective="grpo"))
+    data = load_recorded(config)  # no tokenizer needed: every episode has its ids
+    assert [g.to_dict() for g in data.groups] == [g.to_dict() for g in live]
+    assert data.summary() == "recorded episodes: 3 groups (6 episodes) from 2 files"
+
+
+def test_take_walks_seeded_passes_and_continues_from_any_position(tokenizer, tmp_path) -> None:
+    groups = [TrajectoryGroup(GUESS, seed, []) for seed in range(5)]
+    data = RecordedData(groups, [], seed=7)
+    stream = [g.seed for g in data.take(15, 0)]
+    assert [sorted(stream[i : i + 5]) for i in (0, 5, 10)] == [[0, 1, 2, 3, 4]] * 3  # each pass takes every group once
+    assert stream[:5] != stream[5:10] or stream[5:10] != stream[10:]  # passes are reordered
+    assert [g.seed for g in data.take(4, 3) + data.take(8, 7)] == stream[3:]  # any position continues the same stream
+    assert [g.seed for g in RecordedData(groups, [], seed=7).take(15, 0)] == stream  # seeded
+    assert [g.seed for g in RecordedData(groups, [], shuffle=False).take(7, 0)] == [0, 1, 2, 3, 4, 0, 1]
+
+
+def test_bad_recorded_data_is_an_error_naming_the_file_and_line(tokenizer, tmp_path) -> None:
+    generator = ScriptedGenerator(tokenizer, binary_search_policy)
+    [group] = collect_groups(GUESS, [0], 2, generator, progress=False)
+    good = group.to_dict()
+    cases = [
+        ([good, "{not json"], "grpo", ":2: not an episode group ({env_id, seed, trajectories})"),
+        ([{**good, "env_id": "turngym/GuessNumbr-v0"}], "grpo", "closest: 'turngym/GuessNumber-v0'"),
+        ([{**good, "trajectories": good["trajectories"][:1]}], "grpo", ":1: a group of 1 episode(s)"),
+        ([text_only(group)], "grpo", "train on them with gvpo (objective.name=gvpo)"),
+        ([good, {**good, "trajectories": good["trajectories"] * 2}], "gvpo", ":2: a group of 4 episodes; gvpo needs"),
+        ([{**good, "trajectories": [{"turns": []}, {"turns": []}]}], "gvpo", ":1: an episode that cannot be read"),
+    ]
+    for lines, objective, expected in cases:
+        path = write(tmp_path / "bad.jsonl", lines)
+        with pytest.raises(RecipeError, match="data.episodes") as err:
+            load_recorded(load_recipe(recipe([path], objective=objective)), tokenizer)
+        assert expected in str(err.value) and f"{path}:" in str(err.value)
+    with pytest.raises(RecipeError, match=r"data.episodes.0: '.*nothing\*.jsonl' matches no file"):
+        load_recorded(load_recipe(recipe([tmp_path / "nothing*.jsonl"])))
+
+
+def test_groups_with_a_failed_episode_are_left_out_and_counted(tokenizer, tmp_path) -> None:
+    generator = ScriptedGenerator(tokenizer, binary_search_policy)
+    groups = collect_groups(GUESS, [0, 1], 2, generator, progress=False)
+    broken = groups[1].to_dict()
+    broken["trajectories"][0]["stop_reason"] = "error"
+    path = write(tmp_path / "some.jsonl", [groups[0].to_dict(), broken])
+    data = load_recorded(load_recipe(recipe([path])), tokenizer)
+    assert [g.seed for g in data.groups] == [0] and data.failed == 1
+    assert data.summary().endswith("; 1 group(s) with a failed episode left out")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"live_fraction": 0.5}, "data.live_fraction: 0.5 leaves part of each step to recorded episodes"),
+        ({"live_fraction": 1.5, "episodes": ["x"]}, "data.live_fraction: must be in [0, 1], got 1.5"),
+        ({"episodes": ["x"], "mode": "none"}, "correction.mode: recorded episodes come from another policy, and grpo"),
+    ],
+)
+def test_recipe_checks_of_the_data_section(data, expected) -> None:
+    correction = {"mode": data.pop("mode")} if "mode" in data else {}
+    with pytest.raises(RecipeError) as err:
+        load_recipe({"envs": [GUESS], "data": data, "correction": correction})
+    assert expected in str(err.value)
+    if correction:  # the same data with GVPO, which needs no correction, is fine
+        load_recipe({"envs": [GUESS], "data": data, "objective": "gvpo", "correction": correction})
+
+
+def test_live_fraction_defaults_to_zero_with_recorded_episodes() -> None:
+    assert load_recipe({"envs": [GUESS]}).live_fraction == 1.0
+    assert load_recipe({"envs": [GUESS], "data": {"episodes": ["a.jsonl"]}}).live_fraction == 0.0
+
+
+# --- real training runs -------------------------------------------------------------------------
+
+
+def test_a_run_saves_its_episodes_and_another_trains_on_them_with_no_engine(
+    engine, tiny_model_dir, tmp_path, monkeypatch
+) -> None:
+    """Real path: a live run records; a GVPO run on the records alone starts no vLLM engine and learns from them."""
+    import turngym.trainer.loop as loop
+    from turngym.trainer import train
+
+    first = tmp_path / "live"
+    train(load_recipe(tiny_recipe(tiny_model_dir, first, run={"steps": 2, "save_episodes": True})), generator=engine)
+    files = sorted((first / "episodes").iterdir())
+    assert [f.name for f in files] == ["step-000001.jsonl.gz", "step-000002.jsonl.gz"]
+    assert [len(load_episodes(f)) for f in files] == [3, 3]
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("a run on recorded episodes alone started a vLLM engine")
+
+    monkeypatch.setattr(loop, "_build_generator", no_engine)
+    second = tmp_path / "recorded"
+    spec = tiny_recipe(
+        tiny_model_dir, second, run={"steps": 3}, objective="gvpo", data={"episodes": [f"{first}/episodes/*"]}
+    )
+    result = train(load_recipe(spec))
+    assert result.step == 3
+    records = read_metrics(second)
+    assert [r["groups_recorded"] for r in records] == [3.0, 3.0, 3.0]
+    assert all(r["tokens_trained"] > 0 and r["skipped_update"] == 0 for r in records)
+    assert "recorded episodes: 6 groups (24 episodes) from 2 files" in (second / "train.log").read_text()
+
+
+def test_recorded_and_live_groups_mix_to_the_steps_group_count_and_resume_where_they_were(
+    engine, tiny_model_dir, tmp_path
+) -> None:
+    """Half of each step's 4 groups recorded, half live; a resumed run takes the recorded groups it would have."""
+    from turngym.trainer import train
+
+    source = tmp_path / "source"
+    train(load_recipe(tiny_recipe(tiny_model_dir, source, run={"steps": 2, "save_episodes": True})), generator=engine)
+    recorded = {"episodes": [f"{source}/episodes/*.jsonl.gz"], "live_fraction": 0.5}
+    settings = {"checkpoint_every": 1, "save_episodes": True, "seed_start": LIVE_START}
+
+    def run(name, steps, *extra):
+        spec = tiny_recipe(tiny_model_dir, tmp_path / name, run={"steps": steps, **settings}, data=recorded)
+        spec["rollout"] |= {"groups_per_step": 4}
+        return train(load_recipe(spec, extra), generator=engine)
+
+    run("whole", 4)
+    whole = read_metrics(tmp_path / "whole")
+    assert [(r["groups_collected"], r["groups_recorded"]) for r in whole] == [(4.0, 2.0)] * 4
+    run("cut", 2)
+    run("cut", 4, "run.resume=auto")
+    assert [r["step"] for r in read_metrics(tmp_path / "cut")] == [1, 2, 3, 4]
+    from turngym.trainer.checkpoint import load_trainer_state
+
+    assert load_trainer_state(tmp_path / "cut" / "checkpoints" / "step-000004")["data_position"] == 8
+    whole_seeds = _recorded_seeds(tmp_path / "whole")
+    assert [len(s) for s in whole_seeds] == [2, 2, 2, 2] and sorted(sum(whole_seeds[:3], [])) == list(range(6))
+    assert _recorded_seeds(tmp_path / "cut") == whole_seeds  # steps 3 and 4 took positions 4..7, resumed or not
+
+
+LIVE_START = 1000  # live seeds of the mixing runs start here; the recorded groups' seeds are 0..5
+
+
+def _recorded_seeds(run_dir) -> list[list[int]]:
+    """The seeds of the recorded groups each step collected (its saved episodes below `LIVE_START`)."""
+    files = sorted((run_dir / "episodes").iterdir())
+    return [[g.seed for g in load_episodes(f) if g.seed < LIVE_START] for f in files]
