@@ -1,7 +1,9 @@
 """Recorded episodes as training data (`data.episodes`): read, checked, tokenized when text-only, taken in turn.
 
-Any JSONL of episode groups in `save_episodes`' shape trains: a run's own `episodes/step-*.jsonl.gz`
-(`run.save_episodes`), `turngym eval`'s `episodes.jsonl`, or a transcript written by other tools.
+Any JSONL of episode groups in `save_episodes`' shape (`{env_id, seed, trajectories}`) trains: a
+run's own `episodes/step-*.jsonl.gz` (`run.save_episodes`), a transcript written by other tools, or
+`turngym eval`'s `episodes.jsonl`, whose lines wrap a group as `{model, env, seed, group}` (every
+model's groups are read; the env label or the group's env id names the recipe entry).
 A recorded group is a group: the episodes of one line started from the same env and seed, and the
 objective compares them with each other exactly as it compares the episodes of a live group.
 
@@ -147,10 +149,13 @@ class _Reader:
         """The checked group of one line, or None when one of its episodes failed."""
         try:
             data = json.loads(line)
-            env_id, seed, raw = data["env_id"], int(data["seed"]), data["trajectories"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            names = [data["env"]] if "group" in data else []  # `turngym eval`'s line: {model, env, seed, group}
+            data = data.get("group", data)
+            names.append(data["env_id"])
+            seed, raw = int(data["seed"]), data["trajectories"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise RecipeError(KEY, f"{where}: not an episode group ({{env_id, seed, trajectories}}): {err}") from None
-        entry = self._entry(env_id, where)
+        entry = self._entry(names, where)
         if any(t.get("stop_reason") == "error" for t in raw):
             self.failed += 1
             return None
@@ -165,9 +170,12 @@ class _Reader:
             raise RecipeError(KEY, f"{where}: an episode that cannot be read: {type(err).__name__}: {err}") from None
         return TrajectoryGroup(self.config.env_names[entry], seed, trajectories)
 
-    def _entry(self, env_id: str, where: str) -> int:
-        if env_id in self.entries:
-            return self.entries[env_id]
+    def _entry(self, names: list[str], where: str) -> int:
+        """The recipe entry of the first of `names` (an eval line's env label, then the group's env id) it has."""
+        for name in names:
+            if name in self.entries:
+                return self.entries[name]
+        env_id = names[-1]
         close = difflib.get_close_matches(str(env_id), list(self.entries), n=1)
         hint = f" (closest: {close[0]!r})" if close else ""
         raise RecipeError(

@@ -94,6 +94,21 @@ def test_recorded_groups_keep_ids_and_logprobs_and_files_may_be_gzipped(tokenize
     assert data.summary() == "recorded episodes: 3 groups (6 episodes) from 2 files"
 
 
+def test_turngym_eval_episode_files_load_with_every_models_groups(tokenizer, tmp_path) -> None:
+    """`turngym eval` wraps each group as {model, env, seed, group}: written here by its own writer."""
+    from turngym.trainer.eval_run import _append
+
+    generator = ScriptedGenerator(tokenizer, binary_search_policy)
+    groups = collect_groups(GUESS, [0, 1], 2, generator, progress=False)
+    path = tmp_path / "episodes.jsonl"
+    _append(path, "smollm2-135m", "guess 1..100", groups[:1])
+    _append(path, "runs/demo", "guess 1..100", groups[1:])
+    named = load_recorded(load_recipe(recipe([path], name="guess 1..100")))
+    assert [(g.env_id, g.seed) for g in named.groups] == [("guess 1..100", 0), ("guess 1..100", 1)]
+    by_id = load_recorded(load_recipe(recipe([path])))  # the label is not an entry: the group's env id is
+    assert [(g.env_id, g.seed) for g in by_id.groups] == [(GUESS, 0), (GUESS, 1)]
+
+
 def test_take_walks_seeded_passes_and_continues_from_any_position(tokenizer, tmp_path) -> None:
     groups = [TrajectoryGroup(GUESS, seed, []) for seed in range(5)]
     data = RecordedData(groups, [], seed=7)
