@@ -243,3 +243,17 @@ def _recorded_seeds(run_dir) -> list[list[int]]:
     """The seeds of the recorded groups each step collected (its saved episodes below `LIVE_START`)."""
     files = sorted((run_dir / "episodes").iterdir())
     return [[g.seed for g in load_episodes(f) if g.seed < LIVE_START] for f in files]
+
+
+def test_the_offpolicy_example_records_what_its_recipes_read(examples_dir) -> None:
+    """examples/offpolicy: the recording suite's env label is the recipes' env name, its game theirs."""
+    from turngym.trainer.suite import load_suite
+
+    suite = load_suite(examples_dir / "offpolicy" / "record.yaml")
+    [recorded] = suite.envs
+    assert suite.episodes_per_seed == 8 and len(suite.seeds_of(recorded)) == 192
+    for name in ("gvpo", "grpo"):
+        config = load_recipe(examples_dir / "offpolicy" / f"{name}.yaml")
+        assert config.env_names == [recorded.name] and config.envs[0].kwargs == recorded.kwargs
+        assert config.live_fraction == 0.0 and config.rollout.group_size == suite.episodes_per_seed
+        assert config.rollout.groups_per_step * config.run.steps == len(suite.seeds_of(recorded))
