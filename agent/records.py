@@ -157,6 +157,6 @@ def load_episodes(path: str | Path) -> list[TrajectoryGroup]:
 
 def open_text(path: str | Path, mode: str) -> Any:
     """A UTF-8 text file, read or written through gzip when its name ends in `.gz`."""
-    if str(path).endswith(".gz"):
-        return gzip.open(path, mode + "t", encoding="utf-8")
+    if str(path).endswith(".gz"):  # level 1: several times faster than gzip's 9, for a few percent more bytes
+        return gzip.open(path, mode + "t", encoding="utf-8", compresslevel=1)
     return open(path, mode, encoding="utf-8")

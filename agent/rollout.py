@@ -23,6 +23,7 @@ from turngym.agent.generator import ChatGenerator, Completion, Generator, Sampli
 from turngym.agent.records import StopReason, Trajectory, TrajectoryGroup, TurnRecord
 
 SEED_STRIDE = 1_000_003  # separates the sampling seeds of successive turns
+HISTORY_DIGEST_BYTES = 8
 DEFAULT_CONTEXT_TOKENS = 4096
 
 
@@ -40,7 +41,7 @@ class _Episode:
         self.loss_mask: list[int] = []
         self.sampling_logps: list[float] = []
         self.key = (0, 0)  # (group index, episode index), for `on_turn`
-        self.history = hashlib.blake2b(digest_size=8)  # the observations so far, the default state key
+        self.history = hashlib.blake2b(digest_size=HISTORY_DIGEST_BYTES)  # the observations so far: the default key
 
     def start(self, seed: int, system_prompt: str | None) -> None:
         """Reset the env and build the first prompt."""
@@ -144,6 +145,20 @@ class _Episode:
             first_observation=self.first_observation,
             error=self.error,
         )
+
+
+def history_keys(first_observation: str, feedbacks: Sequence[str]) -> list[str]:
+    """The default state keys of an episode's turns (an env without `state_key`), from its texts.
+
+    Turn k's key digests the first observation and the feedback of turns 0..k-1, as `collect_groups`
+    records it: "obs:" and a digest of the observation, then of a NUL and each feedback in turn.
+    """
+    history = hashlib.blake2b(first_observation.encode(), digest_size=HISTORY_DIGEST_BYTES)
+    keys = []
+    for feedback in feedbacks:
+        keys.append("obs:" + history.hexdigest())
+        history.update(b"\0" + feedback.encode())
+    return keys
 
 
 def _seed_list(seeds: Any) -> list[int]:

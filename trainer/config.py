@@ -29,6 +29,7 @@ evaluation suites); this module holds the recipe's sections and the checks acros
 from __future__ import annotations
 
 import copy
+import math
 import textwrap
 import typing
 from collections.abc import Mapping, Sequence
@@ -294,6 +295,20 @@ class TrainConfig:
         return 0.0 if self.data.episodes else 1.0
 
     @property
+    def live_groups(self) -> int:
+        """Groups of each step played live: `live_fraction` of `rollout.groups_per_step`, rounded half up.
+
+        The rest come from the recorded episodes (`data.episodes`).
+        """
+        return math.floor(self.live_fraction * self.rollout.groups_per_step + 0.5)
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether any held-out evaluation is scheduled (`eval.at_start`, `at_end`, `every` or `suite`)."""
+        e = self.eval
+        return e.at_start or e.at_end or e.every > 0 or e.suite is not None
+
+    @property
     def env_names(self) -> list[str]:
         """What metrics and plots call each env entry: its `name`, else its id's (`EnvConfig.name` says how)."""
         defaults = [env_name_of(env.id) for env in self.envs]
@@ -416,14 +431,23 @@ def _check_data(config: TrainConfig) -> None:
     share = config.data.live_fraction
     if share is not None and not 0 <= share <= 1:
         raise RecipeError("data.live_fraction", f"must be in [0, 1], got {share}")
-    if config.live_fraction < 1 and not config.data.episodes:
+    total = config.rollout.groups_per_step
+    if share is not None and 0 < share < 1 and config.live_groups in (0, total):
+        raise RecipeError(
+            "data.live_fraction",
+            f"{share} of rollout.groups_per_step ({total}) rounds to {config.live_groups} live groups; use 0, 1, "
+            f"or a share that leaves 1..{total - 1} live (e.g. {1 / total:.3g})"
+            if total > 1
+            else "use 0 or 1",
+        )
+    if config.live_groups < total and not config.data.episodes:
         raise RecipeError(
             "data.live_fraction",
             f"{share} leaves part of each step to recorded episodes, but data.episodes names none; "
             "add files (data.episodes=[runs/x/episodes/*.jsonl.gz]) or set data.live_fraction=1",
         )
     objective, name = config.objective, OBJECTIVE.name_of(config.objective)
-    if config.live_fraction < 1 and objective.recorded_data_needs == "logprobs" and config.correction.mode == "none":
+    if config.live_groups < total and objective.recorded_data_needs == "logprobs" and config.correction.mode == "none":
         raise RecipeError(
             "correction.mode",
             f"recorded episodes come from another policy, and {name} is sound on them only when each token is "

@@ -16,7 +16,14 @@ end-of-turn token when the reply stopped, and the feedback between turns is the 
 They have no behaviour logprobs (`Trajectory.has_sampling_logps` False), so only objectives that
 need none (`Objective.recorded_data_needs`, GVPO) may train on them. A sampler can produce ids that
 its tokenizer would not (a word split unusually); the text of such a reply tokenizes differently,
-which is the most a transcript can tell.
+which is the most a transcript can tell. The end of a stopped reply is the tokenizer's EOS, the
+token chat templates such as SmolLM2's end a turn with (a model that stops on another id gets EOS).
+Turns without a recorded `state` get the default key, a digest of the observations so far.
+
+Episodes with ids are checked against the policy before they train: their prompt must be what this
+recipe's model, chat template and system prompt make of their first observation, every id must be
+in the vocabulary, and they must fit the context; another model's episodes are refused, not
+trained on (GVPO can take their text).
 
 Nothing is dropped silently: a line that is not a group, an env the recipe does not have, or a
 group too small to compare is an error naming the file and line; groups with a failed episode
@@ -28,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import glob
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,10 +46,12 @@ import numpy as np
 
 from turngym.agent.chat import ChatFormat
 from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord, open_text
+from turngym.agent.rollout import history_keys
 from turngym.trainer.config import OBJECTIVE, TrainConfig
 from turngym.trainer.schema import RecipeError
 
 KEY = "data.episodes"
+STOP_REASONS = ("terminated", "truncated", "max_turns", "context")  # a usable episode's (not "error")
 
 
 @dataclass
@@ -85,6 +95,14 @@ class RecordedData:
             self._orders = {epoch: list(order)}  # one pass at a time is all `take` needs
         return self._orders[epoch]
 
+    def digest(self) -> str:
+        """A short fingerprint of the data: its files and every group's env, seed and size, in order."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update("\n".join(map(str, self.files)).encode())
+        for g in self.groups:
+            h.update(f"\n{g.env_id}\0{g.seed}\0{len(g.trajectories)}".encode())
+        return h.hexdigest()
+
     def summary(self) -> str:
         """One line for the run's header: what was read and what was left out."""
         episodes = sum(len(g.trajectories) for g in self.groups)
@@ -111,39 +129,56 @@ def load_recorded(config: TrainConfig, tokenizer: Any = None) -> RecordedData:
 
     Args:
         config: the recipe (its envs name the groups; its objective says what the data must carry).
-        tokenizer: the policy's tokenizer, for episodes without token ids (None: such episodes are an error).
+        tokenizer: the policy's tokenizer: recorded prompts are checked against it and text-only
+            episodes are rebuilt with it (None: neither; text-only episodes are then an error).
 
     Raises:
-        RecipeError: naming `data.episodes` and the file and line of a malformed group, an unknown
-            env, a group too small for the objective, text-only episodes for an objective that needs
-            behaviour logprobs, or no usable group at all.
+        RecipeError: naming `data.episodes` and the file and line of a malformed group or episode,
+            an unknown or ambiguous env, a group too small for the objective, episodes recorded with
+            another tokenizer, template or system prompt, episodes without behaviour logprobs for an
+            objective that needs them; or too few usable groups for a step.
     """
     files = episode_files(config.data.episodes)
     reader = _Reader(config, tokenizer)
-    groups: list[TrajectoryGroup] = []
-    for path in files:
-        with open_text(path, "r") as lines:
-            for number, line in enumerate(lines, start=1):
-                if line.strip():
-                    group = reader.group(line, f"{path}:{number}")
-                    groups += [group] if group is not None else []
-    if not groups:
+    groups = [group for path in files for group in reader.read(path)]
+    per_step = config.rollout.groups_per_step - config.live_groups
+    if len(groups) < per_step:
         raise RecipeError(
-            KEY, f"no usable group in {', '.join(map(str, files))} ({reader.failed} with failed episodes)"
+            KEY,
+            f"{len(groups)} usable group(s) in {', '.join(map(str, files))} ({reader.failed} left out with failed "
+            f"episodes), fewer than the {per_step} recorded groups each step takes; record more, or lower "
+            "rollout.groups_per_step or raise data.live_fraction",
         )
     return RecordedData(groups, files, config.run.seed, config.data.shuffle, reader.failed, reader.from_text)
 
 
 class _Reader:
-    """Turns one JSONL line into a checked group named by its recipe entry."""
+    """Turns the lines of episode files into checked groups named by their recipe entries."""
 
     def __init__(self, config: TrainConfig, tokenizer: Any) -> None:
         self.config, self.tokenizer = config, tokenizer
-        self.entries = {name: i for i, name in enumerate(config.env_names)}
-        self.entries |= {env.id: i for i, env in enumerate(config.envs) if env.id not in self.entries}
+        self.entries: dict[str, list[int]] = {}
+        for i, (env, name) in enumerate(zip(config.envs, config.env_names, strict=True)):
+            self.entries.setdefault(name, []).append(i)
+            if env.id != name:
+                self.entries.setdefault(env.id, []).append(i)
+        self.context = config.rollout.max_context_tokens or config.model.max_model_len
         self.failed = self.from_text = 0
         self._chat: ChatFormat | None = None
         self._prompts: dict[int, str | None] = {}
+        self._prompt_ids: dict[tuple[int, str], list[int]] = {}
+
+    def read(self, path: Path) -> list[TrajectoryGroup]:
+        """The usable groups of one file (failed ones counted in `failed`)."""
+        groups, number = [], 0
+        try:
+            with open_text(path, "r") as lines:
+                for number, line in enumerate(lines, start=1):
+                    group = self.group(line, f"{path}:{number}") if line.strip() else None
+                    groups += [group] if group is not None else []
+        except (OSError, EOFError, UnicodeDecodeError) as err:  # a cut .gz, a binary file
+            raise RecipeError(KEY, f"{path}:{number + 1}: cannot be read: {type(err).__name__}: {err}") from None
+        return groups
 
     def group(self, line: str, where: str) -> TrajectoryGroup | None:
         """The checked group of one line, or None when one of its episodes failed."""
@@ -153,6 +188,8 @@ class _Reader:
             data = data.get("group", data)
             names.append(data["env_id"])
             seed, raw = int(data["seed"]), data["trajectories"]
+            if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+                raise TypeError("trajectories must be a list of episodes (JSON objects)")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise RecipeError(KEY, f"{where}: not an episode group ({{env_id, seed, trajectories}}): {err}") from None
         entry = self._entry(names, where)
@@ -161,20 +198,26 @@ class _Reader:
             return None
         self._check_size(len(raw), where)
         text_only = any(not t.get("token_ids") for t in raw)
-        if text_only:
-            self._check_text_allowed(where)
-            self.from_text += 1
+        if text_only or any(t.get("has_sampling_logps") is False for t in raw):
+            self._check_no_logps_allowed(where)
         try:
-            trajectories = [self._from_text(t, entry) if text_only else Trajectory.from_dict(t) for t in raw]
-        except (KeyError, TypeError, ValueError) as err:
-            raise RecipeError(KEY, f"{where}: an episode that cannot be read: {type(err).__name__}: {err}") from None
+            trajectories = [self._from_text(t, entry) if text_only else self._with_ids(t, entry) for t in raw]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise RecipeError(KEY, f"{where}: an episode that cannot be used: {type(err).__name__}: {err}") from None
+        self.from_text += text_only
         return TrajectoryGroup(self.config.env_names[entry], seed, trajectories)
 
     def _entry(self, names: list[str], where: str) -> int:
         """The recipe entry of the first of `names` (an eval line's env label, then the group's env id) it has."""
         for name in names:
+            if len(self.entries.get(name, [])) > 1:
+                raise RecipeError(
+                    KEY,
+                    f"{where}: env {name!r} is the id of several entries of envs; give them `name:`s and record "
+                    "with those names (training runs and their evaluations do)",
+                )
             if name in self.entries:
-                return self.entries[name]
+                return self.entries[name][0]
         env_id = names[-1]
         close = difflib.get_close_matches(str(env_id), list(self.entries), n=1)
         hint = f" (closest: {close[0]!r})" if close else ""
@@ -200,7 +243,8 @@ class _Reader:
                 f"so recorded groups must match rollout.group_size ({self.config.rollout.group_size})",
             )
 
-    def _check_text_allowed(self, where: str) -> None:
+    def _check_no_logps_allowed(self, where: str) -> None:
+        """Episodes without behaviour logprobs (no token ids, or rebuilt from text by an earlier run)."""
         objective = self.config.objective
         if objective.recorded_data_needs != "nothing":
             from turngym.algos import OBJECTIVES
@@ -208,23 +252,61 @@ class _Reader:
             able = sorted(n for n, cls in OBJECTIVES.items() if getattr(cls, "recorded_data_needs", "") == "nothing")
             raise RecipeError(
                 KEY,
-                f"{where}: episodes without token ids have no behaviour logprobs, which "
-                f"{OBJECTIVE.name_of(objective)} needs to correct for the policy that played them; "
-                f"train on them with {' or '.join(able)} (objective.name={able[0]})",
+                f"{where}: episodes without behaviour logprobs (no token ids, or has_sampling_logps false), which "
+                f"{OBJECTIVE.name_of(objective)} needs to correct for the policy that played them; train on them "
+                f"with {' or '.join(able)} (objective.name={able[0]}), or gfpo with one of those as its base",
             )
         if self.tokenizer is None:
             raise RecipeError(KEY, f"{where}: episodes without token ids need the policy's tokenizer to be rebuilt")
 
-    def _from_text(self, data: dict[str, Any], entry: int) -> Trajectory:
-        """A text-only episode as the ids a live rollout would have made of the same conversation."""
+    def _with_ids(self, data: dict[str, Any], entry: int) -> Trajectory:
+        """A recorded episode with token ids, checked against this recipe's policy and context."""
+        t = Trajectory.from_dict(data)
+        n = len(t.token_ids)
+        if not len(t.loss_mask) == len(t.sampling_logps) == n:
+            raise ValueError(f"token_ids, loss_mask and sampling_logps have {n}, {len(t.loss_mask)}, "
+                             f"{len(t.sampling_logps)} entries")  # fmt: skip
+        if n > self.context:
+            raise ValueError(f"{n} tokens, more than the {self.context} a live episode may hold (max_context_tokens)")
+        if any(not 0 <= turn.start < turn.end <= n for turn in t.turns):
+            raise ValueError("a turn's start/end lies outside its token_ids")
+        if self.tokenizer is not None:
+            if min(t.token_ids) < 0 or max(t.token_ids) >= len(self.tokenizer):
+                raise ValueError("a token id outside the policy's vocabulary (recorded with another tokenizer?)")
+            if t.token_ids[: t.prompt_length] != self._prompt(entry, t.first_observation):
+                raise ValueError(
+                    "its prompt is not what this recipe's model, chat template and system prompt make of its first "
+                    "observation (recorded with another model or system prompt?); gvpo can train on the text alone: "
+                    "drop token_ids to have it rebuilt"
+                )
+        return t
+
+    def _prompt(self, entry: int, observation: str) -> list[int]:
+        key = (entry, observation)
+        if key not in self._prompt_ids:
+            self._prompt_ids[key] = self._chat_format().initial_prompt(observation, self._system_prompt(entry))
+        return self._prompt_ids[key]
+
+    def _chat_format(self) -> ChatFormat:
         if self._chat is None:
             self._chat = ChatFormat(self.tokenizer)
+        return self._chat
+
+    def _from_text(self, data: dict[str, Any], entry: int) -> Trajectory:
+        """A text-only episode as the ids a live rollout would have made of the same conversation."""
         turns = [_turn(t) for t in data["turns"]]
         if not turns:
             raise ValueError("it has no turns")
-        return text_to_tokens(
-            self._chat, str(data["first_observation"]), self._system_prompt(entry), turns, data.get("stop_reason")
+        first = str(data["first_observation"])
+        keys = history_keys(first, [t.feedback for t in turns])  # for turns without a recorded state key
+        turns = [t if t.state else dataclasses.replace(t, state=key) for t, key in zip(turns, keys, strict=True)]
+        trajectory = text_to_tokens(
+            self._chat_format(), first, self._system_prompt(entry), turns, data.get("stop_reason")
         )
+        if len(trajectory.token_ids) > self.context:
+            raise ValueError(f"{len(trajectory.token_ids)} tokens once rebuilt, more than the {self.context} a live "
+                             "episode may hold (max_context_tokens)")  # fmt: skip
+        return trajectory
 
     def _system_prompt(self, entry: int) -> str | None:
         if entry not in self._prompts:
@@ -275,7 +357,9 @@ def text_to_tokens(
     for turn in placed:
         for name, value in turn.rewards.items():
             components[name] = components.get(name, 0.0) + value
-    reason = stop_reason if stop_reason in ("terminated", "truncated", "max_turns", "context") else "terminated"
+    if stop_reason is not None and stop_reason not in STOP_REASONS:
+        raise ValueError(f"stop_reason {stop_reason!r} is not one of {', '.join(STOP_REASONS)}")
+    reason = stop_reason or "terminated"
     return Trajectory(
         token_ids=ids,
         loss_mask=mask,

@@ -121,12 +121,14 @@ class TrainState:
         next_seed: the seed cursor (training env seeds are never reused).
         objective: the objective's state after that step (`Objective.initial_state`; None for most).
         data_position: how many recorded groups were taken so far (`RecordedData.take`).
+        data_digest: `RecordedData.digest` of the recorded episodes the run trains on ("" without any).
     """
 
     step: int = 0
     next_seed: int = 0
     objective: Any = None
     data_position: int = 0
+    data_digest: str = ""
 
 
 @dataclass
@@ -240,7 +242,7 @@ def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) 
     rollout = _collect_and_select(run, cursor, step, state.objective)
     rollout_seconds = time.perf_counter() - start
     if run.config.run.save_episodes:
-        _save_episodes(run, step, rollout.groups)
+        _save_episodes(run, step, rollout.groups)  # the played ones: recorded groups are on file already
     # ADVANTAGES of the selected groups, as rows of tokens
     rows, advantage_metrics = _advantages(objective, rollout.selection)
     # UPDATE and SYNC, together: a Ctrl-C now waits until the weights and the sampler agree again
@@ -249,7 +251,7 @@ def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) 
         result = update(run.learner, objective, rows, run.config.optimizer, run.config.correction, run.procs)
         start = time.perf_counter()
         run.stale |= result.changed_weights
-        if run.stale and run.config.live_fraction > 0:  # on recorded episodes alone: before the next evaluation
+        if run.stale and run.config.live_groups > 0:  # on recorded episodes alone: before the next evaluation
             run.display.phase("weight sync")
             run.sampler()
         sync_seconds = time.perf_counter() - start
@@ -267,7 +269,7 @@ class Rollout:
     """A step's episodes: every group collected, and the objective's selection of them.
 
     Attributes:
-        groups: every group collected this step (failed ones dropped).
+        groups: every group played this step (failed ones dropped).
         selection: what the objective chose to train on, and its state after choosing.
         refill_rounds: collection rounds after the first (the filter asked for more).
         failed_episodes: episodes whose env raised (their groups were dropped).
@@ -278,18 +280,22 @@ class Rollout:
     selection: Selection
     refill_rounds: int
     failed_episodes: int
-    recorded: int = 0
+    recorded: list[TrajectoryGroup] = field(default_factory=list)
 
     def metrics(self, seconds: float) -> dict[str, Any]:
-        """The rollout's and the selection's metrics (see metrics.py)."""
+        """The rollout's and the selection's metrics (see metrics.py); recorded groups under `recorded/`."""
         sampled = sum(t.num_sampled_tokens for g in self.groups for t in g.trajectories)
-        metrics = rollout_metrics(self.groups)
+        metrics = rollout_metrics(self.groups) if self.groups else {}
+        if self.recorded:
+            data = rollout_metrics(self.recorded)
+            metrics |= {f"recorded/{k}": data[k] for k in ("reward", "success", "invalid_rate")}
         metrics |= {f"filter/{k}": v for k, v in self.selection.metrics.items()}
+        collected = len(self.groups) + len(self.recorded)
         return metrics | {
-            "groups_collected": float(len(self.groups)),
-            "groups_recorded": float(self.recorded),
+            "groups_collected": float(collected),
+            "groups_recorded": float(len(self.recorded)),
             "groups_trained": float(len(self.selection.groups)),
-            "kept_fraction": len(self.selection.groups) / max(len(self.groups), 1),
+            "kept_fraction": len(self.selection.groups) / max(collected, 1),
             "refill_rounds": float(self.refill_rounds),
             "filter_complete": float(self.selection.complete),
             "failed_episodes": float(self.failed_episodes),
@@ -305,34 +311,35 @@ def _collect_and_select(run: Run, cursor: SeedCursor, step: int, objective_state
     refill does not count the first round's groups twice.
     """
     config = run.config
-    collected: list[TrajectoryGroup] = []
+    played: list[TrajectoryGroup] = []
+    recorded: list[TrajectoryGroup] = []
     failed = 0
-    start = cursor.data_position
     for round_ in range(config.rollout.max_refill_rounds + 1):
         run.display.phase(f"rollout{f' (refill {round_})' if round_ else ''}")
-        new = _collect_round(run, cursor, step, round_)
+        new, old = _collect_round(run, cursor, step, round_)
         broken = [g for g in new if any(t.stop_reason == "error" for t in g.trajectories)]
         failed += _report_failures(broken, run.procs)
-        collected += [g for g in new if g not in broken]
-        selection = config.objective.filter(collected, config.rollout.groups_per_step, objective_state)
+        played += [g for g in new if g not in broken]
+        recorded += old
+        selection = config.objective.filter(played + recorded, config.rollout.groups_per_step, objective_state)
         if selection.complete:
             break
-    return Rollout(collected, selection, round_, failed, cursor.data_position - start)
+    return Rollout(played, selection, round_, failed, recorded)
 
 
-def _collect_round(run: Run, cursor: SeedCursor, step: int, round_: int) -> list[TrajectoryGroup]:
-    """One round of `groups_per_step` groups: `live_fraction` of them played live, the rest recorded ones.
+def _collect_round(
+    run: Run, cursor: SeedCursor, step: int, round_: int
+) -> tuple[list[TrajectoryGroup], list[TrajectoryGroup]]:
+    """One round of `groups_per_step` groups: `live_groups` played live, the rest recorded; (played, recorded).
 
-    The recorded groups come after the live ones, the same on every process (`RecordedData.take`
-    at the cursor's position).
+    The recorded groups are the same on every process (`RecordedData.take` at the cursor's position).
     """
-    total = run.config.rollout.groups_per_step
-    live = round(total * run.config.live_fraction)
-    groups = _play(run, cursor, step, round_, live) if live else []
-    if live < total:
-        assert run.data is not None, "the recipe check requires data.episodes when live_fraction < 1"
-        groups += run.data.take(total - live, cursor.take_recorded(total - live))
-    return groups
+    total, live = run.config.rollout.groups_per_step, run.config.live_groups
+    played = _play(run, cursor, step, round_, live) if live else []
+    if live == total:
+        return played, []
+    assert run.data is not None, "the recipe check requires data.episodes when live_groups < groups_per_step"
+    return played, run.data.take(total - live, cursor.take_recorded(total - live))
 
 
 def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> list[TrajectoryGroup]:
@@ -376,12 +383,23 @@ def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> l
 
 
 def _save_episodes(run: Run, step: int, groups: list[TrajectoryGroup]) -> None:
-    """`run.save_episodes`: the step's groups to `<run dir>/episodes/step-NNNNNN.jsonl.gz` (a redone step: replaced)."""
-    if run.procs.is_main:
-        path = run.dir / "episodes" / f"step-{step:06d}.jsonl.gz"
+    """`run.save_episodes`: the step's played groups to `<run dir>/episodes/step-NNNNNN.jsonl.gz`.
+
+    Written under a temporary name and renamed, so a reader never sees half a file and a redone
+    step replaces its file whole.
+    """
+    if run.procs.is_main and groups:
+        path = episodes_path(run.dir, step)
         path.parent.mkdir(exist_ok=True)
-        path.unlink(missing_ok=True)
-        save_episodes(path, groups)
+        partial = path.with_name("." + path.name)  # hidden: a glob such as episodes/* does not take it
+        partial.unlink(missing_ok=True)
+        save_episodes(partial, groups)
+        os.replace(partial, path)
+
+
+def episodes_path(run_dir: Path, step: int) -> Path:
+    """Where `run.save_episodes` writes the groups played at `step`."""
+    return Path(run_dir) / "episodes" / f"step-{step:06d}.jsonl.gz"
 
 
 def _report_failures(broken: list[TrajectoryGroup], procs: Processes) -> int:
@@ -432,21 +450,41 @@ def _start(config: TrainConfig, procs: Processes, run_dir: RunDir, generator: An
     display.print(f"[bold]turngym train[/bold] {config.name} -> {run_dir.path} (the whole recipe: recipe.yaml there)")
     display.print(f"[dim]not default: {escape(' '.join(recipe_changes(config)) or 'nothing')}[/dim]")
     learner, tokenizer, state = _build_learner(config, run_dir.checkpoint, procs)
-    data = load_recorded(config, tokenizer) if config.data.episodes else None
-    if data is not None:
-        display.print(escape(data.summary()))
-    if generator is None and config.live_fraction > 0:  # on recorded episodes alone, only an evaluation starts one
+    data = _load_data(config, procs, state, display, tokenizer) if config.data.episodes else None
+    if generator is None and (config.live_groups > 0 or config.evaluates):  # at start: it may not fit later (CUDA)
         generator = _build_generator(config, procs)
     for line in run_dir.skipped:
         display.print(f"[yellow]{escape(line)}[/yellow]")
     if run_dir.checkpoint is not None:
         display.print(f"resumed from {run_dir.checkpoint} (step {state.step})")
+        if procs.is_main:  # episodes saved after the checkpoint are played again
+            for path in (run_dir.path / "episodes").glob("step-*.jsonl.gz"):
+                if int(path.name.removeprefix("step-")[:6]) > state.step:
+                    path.unlink()
     log = MetricsLog(run_dir.path, config.run.tensorboard, procs.is_main)
     log.truncate_after(state.step)
     suite = training_suite(config)
     run = Run(config, procs, run_dir.path, learner, tokenizer, generator, suite, log, display, data)
     run.stale = run_dir.checkpoint is not None  # sample from the resumed weights
     return run, state
+
+
+def _load_data(
+    config: TrainConfig, procs: Processes, state: TrainState, display: Display, tokenizer: Any
+) -> RecordedData:
+    """The recorded episodes, the same on every process; a resumed run is told if they changed since it started."""
+    data = load_recorded(config, tokenizer)
+    digests = procs.gather(data.digest())
+    if len(set(digests)) > 1:  # e.g. a glob over a run that was still writing when the processes read it
+        raise RuntimeError(f"the processes read different recorded episodes ({data.summary()} here); rerun")
+    display.print(escape(data.summary()))
+    if state.data_digest not in ("", data.digest()):
+        display.print(
+            "[yellow]the recorded episodes changed since this run started (files added or rewritten): the run "
+            f"continues at position {state.data_position} of the new data[/yellow]"
+        )
+    state.data_digest = data.digest()
+    return data
 
 
 def _seed_everything(config: TrainConfig, procs: Processes) -> None:
@@ -481,7 +519,8 @@ def _build_learner(config: TrainConfig, checkpoint: Path | None, procs: Processe
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"][min(procs.rank, len(saved["rng"]) - 1)])
         objective_state = ckpt.load_objective_state(objective, saved.get("objective"))
-        state = TrainState(saved["step"], saved["next_seed"], objective_state, saved.get("data_position", 0))
+        position, digest = saved.get("data_position", 0), saved.get("data_digest", "")
+        state = TrainState(saved["step"], saved["next_seed"], objective_state, position, digest)
     autocast = resolve_autocast(config.model.autocast, procs.device.type)
     learner = Learner(scorer, model, optimizer, scheduler, reference, autocast, config.rollout.temperature)
     return learner, tokenizer, state
@@ -554,6 +593,7 @@ def _save(run: Run, state: TrainState) -> None:
         "step": state.step,
         "next_seed": state.next_seed,
         "data_position": state.data_position,
+        "data_digest": state.data_digest,
         "optimizer": learner.optimizer.state_dict(),
         "scheduler": learner.scheduler.state_dict(),
         "rng": procs.gather(ckpt.rng_state()),

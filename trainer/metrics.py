@@ -4,7 +4,8 @@ Every step appends one JSON line to `<run dir>/metrics.jsonl` (and, with `run.te
 TensorBoard scalar per key). Keys are flat and grouped by prefix:
 
     reward, reward_std, reward/<component>, success, turns, sampled_tokens, invalid_rate,
-    stop/<reason>, env/<id>/success               the rollout (all collected episodes)
+    stop/<reason>, env/<id>/success               the rollout (the episodes played this step)
+    recorded/reward, recorded/success, recorded/invalid_rate   the recorded groups taken (`data.episodes`)
     groups_collected, groups_recorded, groups_trained, kept_fraction, refill_rounds, failed_episodes,
     uniform_group_fraction, filter/<name>          selection (the objective's filter)
     advantage_abs_mean, advantage_std, adv/<name>  advantages
@@ -126,13 +127,15 @@ class Sums:
             for k, v in part.extremes.items():
                 extremes[k] = min(extremes.get(k, v), v) if k.endswith("_min") else max(extremes.get(k, v), v)
         out: dict[str, Any] = {k: float(np.mean(v)) for k, v in self.agreed.items()}
-        tokens = totals.pop("tokens", 0.0)
+        tokens = totals.pop("tokens", 0.0)  # tokens with known behaviour logprobs (none: rows rebuilt from text)
         for name in ("mismatch_abs_logp", "mismatch_kl"):
-            if name in totals:
-                out[name] = totals.pop(name) / max(tokens, 1.0)
-        if "is_weight" in totals:
-            out["is_weight_mean"] = totals.pop("is_weight") / max(tokens, 1.0)
-            out["is_changed_fraction"] = totals.pop("is_changed") / max(tokens, 1.0)
+            if name in totals and tokens:
+                out[name] = totals.pop(name) / tokens
+        if "is_weight" in totals and tokens:
+            out["is_weight_mean"] = totals.pop("is_weight") / tokens
+            out["is_changed_fraction"] = totals.pop("is_changed") / tokens
+        for name in ("mismatch_abs_logp", "mismatch_kl", "is_weight", "is_changed"):
+            totals.pop(name, None)
         out.update(totals)
         out.update({k: vw / w if w else 0.0 for k, (vw, w) in weighted.items()})
         out.update(extremes)

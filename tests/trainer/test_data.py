@@ -28,7 +28,7 @@ def tokenizer(tiny_model_dir):
 def recipe(paths, objective="gvpo", group_size=2, **env) -> dict:
     return {
         "envs": [{"id": GUESS, **env}],
-        "rollout": {"group_size": group_size},
+        "rollout": {"group_size": group_size, "groups_per_step": 1},
         "objective": objective,
         "data": {"episodes": [str(p) for p in paths]},
     }
@@ -130,15 +130,59 @@ def test_bad_recorded_data_is_an_error_naming_the_file_and_line(tokenizer, tmp_p
         ([{**good, "trajectories": good["trajectories"][:1]}], "grpo", ":1: a group of 1 episode(s)"),
         ([text_only(group)], "grpo", "train on them with gvpo (objective.name=gvpo)"),
         ([good, {**good, "trajectories": good["trajectories"] * 2}], "gvpo", ":2: a group of 4 episodes; gvpo needs"),
-        ([{**good, "trajectories": [{"turns": []}, {"turns": []}]}], "gvpo", ":1: an episode that cannot be read"),
+        ([{**good, "trajectories": [{"turns": []}, {"turns": []}]}], "gvpo", ":1: an episode that cannot be used"),
     ]
+    rebuilt = {**good, "trajectories": [{**t, "has_sampling_logps": False} for t in good["trajectories"]]}
+    text = text_only(group)
+    episode = good["trajectories"][0]
+    cases += [
+        ([rebuilt], "grpo", ":1: episodes without behaviour logprobs (no token ids, or has_sampling_logps false)"),
+        ([{**good, "trajectories": [{**episode, "loss_mask": [0]}] * 2}], "grpo", "and sampling_logps have "),
+        ([{**good, "trajectories": [{**episode, "token_ids": [10**7] * len(episode["token_ids"])}] * 2}], "grpo",
+         "outside the policy's"),
+        ([{**good, "trajectories": "x"}], "grpo", ":1: not an episode group"),
+        ([{**text, "trajectories": [{**t, "stop_reason": "won"} for t in text["trajectories"]]}], "gvpo",
+         "stop_reason 'won' is not one of"),
+    ]  # fmt: skip
     for lines, objective, expected in cases:
         path = write(tmp_path / "bad.jsonl", lines)
         with pytest.raises(RecipeError, match="data.episodes") as err:
             load_recorded(load_recipe(recipe([path], objective=objective)), tokenizer)
         assert expected in str(err.value) and f"{path}:" in str(err.value)
+    path = write(tmp_path / "other.jsonl", [good])  # recorded with a system prompt this recipe does not give
+    with pytest.raises(RecipeError, match="its prompt is not what this recipe's model, chat template and system"):
+        load_recorded(load_recipe(recipe([path], objective="grpo", system_prompt="Be brief.")), tokenizer)
+    two = {**recipe([path], objective="grpo"), "envs": [GUESS, {"id": GUESS, "kwargs": {"high": 8}}]}
+    with pytest.raises(RecipeError, match="is the id of several entries of envs; give them `name:`s"):
+        load_recorded(load_recipe(two), tokenizer)
+    few = {**recipe([path], objective="grpo"), "rollout": {"group_size": 2, "groups_per_step": 2}}
+    with pytest.raises(RecipeError, match="1 usable group.*fewer than the 2 recorded groups each step takes"):
+        load_recorded(load_recipe(few), tokenizer)
+    cut = tmp_path / "cut.jsonl.gz"
+    save_episodes(cut, [group] * 50)
+    cut.write_bytes(cut.read_bytes()[:-40])
+    with pytest.raises(RecipeError, match=r"cut.jsonl.gz:\d+: cannot be read: EOFError"):
+        load_recorded(load_recipe(recipe([cut], objective="grpo")), tokenizer)
     with pytest.raises(RecipeError, match=r"data.episodes.0: '.*nothing\*.jsonl' matches no file"):
         load_recorded(load_recipe(recipe([tmp_path / "nothing*.jsonl"])))
+
+
+def test_text_only_turns_get_the_default_state_keys_of_the_live_episode(tokenizer, tmp_path) -> None:
+    """Mastermind has no `state_key`: the rollout's digest of the observations, rebuilt from the texts."""
+    mastermind = "turngym/Mastermind-v0"
+    generator = ScriptedGenerator(tokenizer, lambda prompt: "[1 2 3 4]")
+    live = collect_groups(mastermind, [0], 2, generator, max_turns=3, progress=False)
+    data = text_only(live[0])
+    for trajectory in data["trajectories"]:
+        for turn in trajectory["turns"]:
+            turn.pop("state")
+    without_keys = write(tmp_path / "bare.jsonl", [data])
+    spec = {"envs": [{"id": mastermind, "max_turns": 3}], "rollout": {"group_size": 2, "groups_per_step": 1}}
+    spec["objective"] = "gvpo"
+    [rebuilt] = load_recorded(load_recipe({**spec, "data": {"episodes": [without_keys]}}), tokenizer).groups
+    states = [[t.state for t in e.turns] for e in live[0].trajectories]
+    assert [[t.state for t in e.turns] for e in rebuilt.trajectories] == states
+    assert all(key.startswith("obs:") for keys in states for key in keys) and len(states[0]) == 3
 
 
 def test_groups_with_a_failed_episode_are_left_out_and_counted(tokenizer, tmp_path) -> None:
@@ -155,6 +199,7 @@ def test_groups_with_a_failed_episode_are_left_out_and_counted(tokenizer, tmp_pa
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
+        ({"live_fraction": 0.05, "episodes": ["x"]}, "0.05 of rollout.groups_per_step (8) rounds to 0 live groups"),
         ({"live_fraction": 0.5}, "data.live_fraction: 0.5 leaves part of each step to recorded episodes"),
         ({"live_fraction": 1.5, "episodes": ["x"]}, "data.live_fraction: must be in [0, 1], got 1.5"),
         ({"episodes": ["x"], "mode": "none"}, "correction.mode: recorded episodes come from another policy, and grpo"),
@@ -227,22 +272,20 @@ def test_recorded_and_live_groups_mix_to_the_steps_group_count_and_resume_where_
     assert [(r["groups_collected"], r["groups_recorded"]) for r in whole] == [(4.0, 2.0)] * 4
     run("cut", 2)
     run("cut", 4, "run.resume=auto")
-    assert [r["step"] for r in read_metrics(tmp_path / "cut")] == [1, 2, 3, 4]
+    cut = read_metrics(tmp_path / "cut")
+    assert [r["step"] for r in cut] == [1, 2, 3, 4]
     from turngym.trainer.checkpoint import load_trainer_state
 
     assert load_trainer_state(tmp_path / "cut" / "checkpoints" / "step-000004")["data_position"] == 8
-    whole_seeds = _recorded_seeds(tmp_path / "whole")
-    assert [len(s) for s in whole_seeds] == [2, 2, 2, 2] and sorted(sum(whole_seeds[:3], [])) == list(range(6))
-    assert _recorded_seeds(tmp_path / "cut") == whole_seeds  # steps 3 and 4 took positions 4..7, resumed or not
+    # each step's recorded groups (their mean reward tells them apart) are the same, resumed or not
+    assert [r["recorded/reward"] for r in cut] == [r["recorded/reward"] for r in whole]
+    assert len({r["recorded/reward"] for r in whole[:3]}) == 3  # three different pairs of the 6 groups
+    saved = sorted((tmp_path / "cut" / "episodes").iterdir())  # the played groups only, one file per step
+    assert [len(load_episodes(f)) for f in saved] == [2, 2, 2, 2]
+    assert all(g.seed >= LIVE_START for f in saved for g in load_episodes(f))
 
 
 LIVE_START = 1000  # live seeds of the mixing runs start here; the recorded groups' seeds are 0..5
-
-
-def _recorded_seeds(run_dir) -> list[list[int]]:
-    """The seeds of the recorded groups each step collected (its saved episodes below `LIVE_START`)."""
-    files = sorted((run_dir / "episodes").iterdir())
-    return [[g.seed for g in load_episodes(f) if g.seed < LIVE_START] for f in files]
 
 
 def test_the_offpolicy_example_records_what_its_recipes_read(examples_dir) -> None:
