@@ -35,6 +35,7 @@ FEW_POINTS = 10  # a series with at most this many points gets markers (a line t
 NAMED_RUNS = 3  # an overlay's default folder names this many runs, then counts the rest
 SEED_KEYS = ("run.seed", "run.dir")  # recipe keys in which the runs of one `--seeds` line may differ
 LOW, HIGH = "#lowest", "#highest"  # suffixes of the series that bound a `--seeds` line's shaded spread
+EVAL_SUCCESS = re.compile(r"^eval/.+/success$")
 PER_RUN = re.compile(r"^eval/.+/(low|high)$|^reward_std$")  # one run's interval/band: not averaged over runs
 
 
@@ -55,16 +56,17 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, see
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out_dir = Path(out) if out is not None else default_out(run_dirs)
+    written = []
     if seeds:
-        runs = {
-            label: mean_and_spread([_series(read_metrics(d)) for d in dirs])
-            for label, dirs in seed_groups(run_dirs).items()
-        }
+        groups = seed_groups(run_dirs)
+        runs = {label: mean_and_spread([_series(read_metrics(d)) for d in dirs]) for label, dirs in groups.items()}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "seeds.md").write_text(seeds_table(groups))
+        written.append(out_dir / "seeds.md")
     else:
         runs = {_label(Path(d), run_dirs): _series(read_metrics(d)) for d in run_dirs}
-    out_dir = Path(out) if out is not None else default_out(run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     for name, panels in _figures(runs).items():
         panels = [p for p in panels if any(key in series for series in runs.values() for key in p["keys"])]
         if seeds:  # the shade is the runs' range, not one run's 95% interval
@@ -135,6 +137,38 @@ def seed_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
         name = " ".join(f"{k}={recipe.get(k, '(absent)')}" for k in apart) or recipe.get("name", "runs")
         groups[f"{name} ({len(members)} run{'s' if len(members) > 1 else ''})"] = members
     return groups
+
+
+def seeds_table(groups: dict[str, list[Path]]) -> str:
+    """Markdown: held-out success of each `seed_groups` line at each evaluated step, mean and every run.
+
+    A cell reads `mean (run, run, ...)` in percent, the runs in the order given; `-` where a run has
+    no evaluation at that step. The last column is the minutes of training steps (`time/step`).
+    """
+    series = {label: [_series(read_metrics(d)) for d in dirs] for label, dirs in groups.items()}
+    envs = sorted({k for runs in series.values() for run in runs for k in run if EVAL_SUCCESS.match(k)})
+    tables = []
+    for key in envs:
+        steps = sorted({s for runs in series.values() for run in runs for s in run.get(key, ([], []))[0]})
+        head = f"| line | {' | '.join(f'step {s}' for s in steps)} | training minutes |"
+        lines = [f"held-out success, {key.removeprefix('eval/').removesuffix('/success')}", "", head]
+        lines.append("|---" * (len(steps) + 2) + "|")
+        for label, runs in series.items():
+            cells = [_cell([dict(zip(*run[key], strict=True)).get(s) if key in run else None for run in runs], 100)
+                     for s in steps]  # fmt: skip
+            minutes = _cell([sum(run["time/step"][1]) / 60 if "time/step" in run else None for run in runs], 1)
+            lines.append(f"| {label} | {' | '.join(cells)} | {minutes} |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables) + "\n" if tables else "no held-out evaluations in these runs\n"
+
+
+def _cell(values: Sequence[float | None], scale: float) -> str:
+    """`mean (a, b, c)` of the values times `scale`, one decimal; `-` for a missing one (not in the mean)."""
+    present = [v * scale for v in values if v is not None]
+    if not present:
+        return "-"
+    each = ", ".join("-" if v is None else f"{v * scale:.1f}" for v in values)
+    return f"{sum(present) / len(present):.1f} ({each})" if len(values) > 1 else f"{present[0]:.1f}"
 
 
 def mean_and_spread(

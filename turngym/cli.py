@@ -562,7 +562,8 @@ def plot(
         False,
         "--seeds",
         help="Runs whose recipes differ only in run.seed are one line: their mean, shaded from the lowest to the "
-        "highest run, labelled by the recipe keys that set the lines apart (compare methods over several seeds).",
+        "highest run, labelled by the recipe keys that set the lines apart (compare methods over several seeds); "
+        "seeds.md (also shown) tables each line's held-out success at each evaluated step, mean and every run.",
     ),
     verbose: bool = VERBOSE,
 ) -> None:
@@ -575,6 +576,8 @@ def plot(
         err_console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for path in paths:
+        if path.suffix == ".md":  # --seeds: the table of held-out success, shown here too
+            err_console.print(path.read_text(), highlight=False, soft_wrap=True)
         typer.echo(str(path))
 
 

@@ -179,6 +179,8 @@ def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tm
         _fake_run(in_tmp / name, 5, slope)
         recipe = load_recipe(GOOD, [f"objective.credit={credit}", f"run.seed={seed}", f"run.dir={name}"])
         (in_tmp / name / "recipe.yaml").write_text(dump_recipe(recipe))
+    with open(in_tmp / "t1" / "metrics.jsonl", "a") as out:  # t1's last evaluation: 60% instead of 80%
+        out.write(json.dumps({"step": 5, "eval/e/success": 0.6, "time/step": 90.0}) + "\n")
     groups = seed_groups(["t0", "s0", "t1", "s1"])
     assert groups == {
         "objective.credit=trajectory (2 runs)": [Path("t0"), Path("t1")],
@@ -190,7 +192,7 @@ def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tm
     assert merged["reward"] == (steps, pytest.approx([(0.1 * s + 0.2 * s) / 2 for s in steps]))
     assert merged["reward#lowest"] == (steps, pytest.approx([0.1 * s for s in steps]))
     assert merged["reward#highest"] == (steps, pytest.approx([0.2 * s for s in steps]))
-    assert merged["eval/e/success"] == ([0, 5], [0.05, 0.8])
+    assert merged["eval/e/success"] == ([0, 5], [0.05, pytest.approx(0.7)])
     assert "eval/e/low" not in merged and "reward_std" not in merged  # one run's interval is no interval of a mean
     fig, ax = plt.subplots()
     _draw(ax, {"title": "t", "keys": ["reward"], "ylabel": "r"}, {"trajectory": merged})
@@ -198,7 +200,16 @@ def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tm
     plt.close(fig)
     result = runner.invoke(app, ["plot", "--seeds", "t0", "s0", "t1", "s1", "--out", "p"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [f"p/{n}.png" for n in ("reward", "success", "length", "kl_clip", "time")]
+    pngs = [f"p/{n}.png" for n in ("reward", "success", "length", "kl_clip", "time")]
+    assert [line for line in result.output.splitlines() if line.startswith("p/")] == ["p/seeds.md", *pngs]
+    assert (in_tmp / "p" / "seeds.md").read_text().splitlines() == [
+        "held-out success, e",
+        "",
+        "| line | step 0 | step 5 | training minutes |",
+        "|---|---|---|---|",
+        "| objective.credit=trajectory (2 runs) | 5.0 (5.0, 5.0) | 70.0 (80.0, 60.0) | 1.5 (-, 1.5) |",
+        "| objective.credit=step (2 runs) | 5.0 (5.0, 5.0) | 80.0 (80.0, 80.0) | - |",
+    ]
     (in_tmp / "t1" / "recipe.yaml").unlink()
     result = runner.invoke(app, ["plot", "--seeds", "t0", "t1"])
     assert result.exit_code == 2 and "--seeds groups runs by their recipes; is t1 a turngym run" in result.output
