@@ -7,8 +7,9 @@ chat template, so the ids the trainer sees are exactly the ids that were sampled
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -129,3 +130,70 @@ class ChatGenerator(Protocol):
     def chat(self, conversations: Sequence[Sequence[dict[str, str]]], sampling: SamplingParams) -> list[Completion]:
         """Reply to each conversation (a list of `{"role", "content"}` messages); one completion each."""
         ...
+
+
+@runtime_checkable
+class RequestStream(Protocol):
+    """Requests that finish one by one: `submit` a prompt at any time, `step`, take what finished.
+
+    The per-episode rollout (`collect_groups(schedule="per_episode")`) submits an episode's next
+    turn as soon as its env has answered, while other requests are still being sampled.
+    """
+
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not yet returned by `step`."""
+        ...
+
+    def submit(self, key: Hashable, prompt: Sequence[int], sampling: SamplingParams) -> None:
+        """Queue one completion of `prompt` (`sampling.n` is ignored; `sampling.seed` is this request's own)."""
+        ...
+
+    def step(self) -> list[tuple[Hashable, Completion]]:
+        """Advance sampling by one engine step; the requests that finished in it, with their keys."""
+        ...
+
+
+class BatchStream:
+    """A `RequestStream` over any `Generator`: each `step` samples every pending request at once.
+
+    For generators without their own stream (transformers, test doubles): requests that share their
+    sampling settings go in one `generate` call; seeded requests (each its own seed) go one by one.
+
+    Args:
+        generator: the token generator to sample with.
+    """
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self._queue: list[tuple[Hashable, list[int], SamplingParams]] = []
+
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not yet returned by `step`."""
+        return len(self._queue)
+
+    def submit(self, key: Hashable, prompt: Sequence[int], sampling: SamplingParams) -> None:
+        """Queue one completion of `prompt` for the next `step`."""
+        self._queue.append((key, list(prompt), dataclasses.replace(sampling, n=1)))
+
+    def step(self) -> list[tuple[Hashable, Completion]]:
+        """Sample every queued request; all of them finish in this step."""
+        queue, self._queue = self._queue, []
+        batches: dict[SamplingParams, list[tuple[Hashable, list[int]]]] = {}
+        for key, prompt, sampling in queue:
+            batches.setdefault(sampling, []).append((key, prompt))
+        done = []
+        for sampling, requests in batches.items():
+            if sampling.seed is not None and len(requests) > 1:  # one seed per request: one call each
+                done += [(k, self.generator.generate([p], sampling)[0]) for k, p in requests]
+            else:
+                completions = self.generator.generate([p for _, p in requests], sampling)
+                done += [(k, c) for (k, _), c in zip(requests, completions, strict=True)]
+        return done
+
+
+def stream_of(generator: Generator) -> RequestStream:
+    """The generator's own request stream (`VLLMGenerator.stream`), else a `BatchStream` over it."""
+    own = getattr(generator, "stream", None)
+    return own() if callable(own) else BatchStream(generator)

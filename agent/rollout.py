@@ -1,15 +1,22 @@
-"""Multi-turn rollouts: drive groups of envs with a generator, turn by turn, in lock-step.
+"""Multi-turn rollouts: drive groups of envs with a generator, in lock-step or episode by episode.
 
-Each group is `group_size` envs reset with the same seed. Every turn, all live episodes of all
-groups are sent to the generator in one batched call; their texts go to the envs, whose feedback
-extends each conversation. With a token generator (`VLLMGenerator`, `HFGenerator`) the conversation
-is token ids, extended by chat-template deltas (see `turngym.agent.chat`), so the trainer sees
-exactly the sampled ids. With a chat generator (`OpenAIGenerator`, evaluation only) it is a message
-list and trajectories carry text, rewards and metrics but no tokens.
+Each group is `group_size` envs reset with the same seed. In lock-step (`schedule="lock_step"`),
+every turn all live episodes of all groups are sampled together, then every env steps, then the
+next turn starts: each turn waits for the longest reply. Per episode (`schedule="per_episode"`),
+an episode's next turn is submitted as soon as its env has answered, into the batch the engine is
+already running (`RequestStream`), and env steps run on worker threads, off the sampling path. With
+seeds, a request's seed depends on its episode and turn only, so both schedules play the same
+episodes. Replies go to the envs, whose feedback extends each conversation.
+
+With a token generator (`VLLMGenerator`, `HFGenerator`) the conversation is token ids, extended by
+chat-template deltas (see `turngym.agent.chat`), so the trainer sees exactly the sampled ids. With a
+chat generator (`OpenAIGenerator`, evaluation only) it is a message list, played in lock-step, and
+trajectories carry text, rewards and metrics but no tokens.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -19,10 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from turngym.agent.chat import ChatFormat
-from turngym.agent.generator import ChatGenerator, Completion, Generator, SamplingParams
+from turngym.agent.generator import ChatGenerator, Completion, Generator, RequestStream, SamplingParams, stream_of
 from turngym.agent.records import StopReason, Trajectory, TrajectoryGroup, TurnRecord
 
 SEED_STRIDE = 1_000_003  # separates the sampling seeds of successive turns
+ENV_WORKERS = 4  # threads that step envs in a per-episode rollout (slow envs: verifiers, subprocesses, sleeps)
+Schedule = Literal["lock_step", "per_episode"]
 HISTORY_DIGEST_BYTES = 8
 DEFAULT_CONTEXT_TOKENS = 4096
 
@@ -41,6 +50,7 @@ class _Episode:
         self.loss_mask: list[int] = []
         self.sampling_logps: list[float] = []
         self.key = (0, 0)  # (group index, episode index), for `on_turn`
+        self.index = 0  # position among all episodes of the call: with the turn, it sets the sampling seed
         self.history = hashlib.blake2b(digest_size=HISTORY_DIGEST_BYTES)  # the observations so far: the default key
 
     def start(self, seed: int, system_prompt: str | None) -> None:
@@ -208,6 +218,7 @@ def collect_groups(
     progress: bool = True,
     errors: Literal["raise", "record"] = "raise",
     on_turn: Callable[[int, int, TurnRecord], None] | None = None,
+    schedule: Schedule = "lock_step",
 ) -> list[TrajectoryGroup]:
     """Play `group_size` episodes per seed and return one `TrajectoryGroup` per seed.
 
@@ -222,8 +233,9 @@ def collect_groups(
         tokenizer: the model's tokenizer (default: `generator.tokenizer`; token generators only).
         max_turns: stop each episode after this many agent turns (default: the env's own limit).
         sampling: per-turn sampling parameters (`n` is ignored: each episode samples one
-            completion per turn). With `seed` set, turn t of live episode i uses seed
-            `seed + t * SEED_STRIDE + i`, so a whole rollout is reproducible.
+            completion per turn). With `seed` set, turn t of episode i (counting every episode of
+            the call, group by group) uses seed `seed + t * SEED_STRIDE + i`, so a whole rollout is
+            reproducible and the same under either schedule.
         max_context_tokens: the token budget of an episode (default: the generator's
             `max_model_len`, else 4096); an episode that would exceed it is cut (marked truncated,
             `stop_reason="context"`).
@@ -235,6 +247,8 @@ def collect_groups(
             its traceback in `Trajectory.error`, and the others go on (training drops its group).
         on_turn: called as `on_turn(group_index, episode_index, turn)` after every env step, as the
             episodes run (e.g. to print a transcript turn by turn); `group_index` follows `seeds`.
+        schedule: `"lock_step"` (every turn of every live episode together) or `"per_episode"`
+            (each episode at its own pace; token generators only). See the module docstring.
 
     Returns:
         One group per seed, in the order of `seeds`, each with `group_size` trajectories.
@@ -259,6 +273,8 @@ def collect_groups(
         chat = None
     else:
         raise TypeError(f"{type(generator).__name__} is neither a Generator (generate) nor a ChatGenerator (chat)")
+    if schedule not in ("lock_step", "per_episode"):
+        raise ValueError(f"schedule must be 'lock_step' or 'per_episode', got {schedule!r}")
     sampling = dataclasses.replace(sampling or SamplingParams(), n=1)
     name = env_name(env_id)
     groups = [TrajectoryGroup(name, int(seed)) for seed in seeds]
@@ -267,7 +283,7 @@ def collect_groups(
         for episode_index in range(group_size):
             env = make(env_id, **(env_kwargs or {}))
             episode = _Episode(env, chat)
-            episode.key = (group_index, episode_index)
+            episode.key, episode.index = (group_index, episode_index), len(episodes)
             episode.guarded(errors, episode.start, group.seed, system_prompt or getattr(env, "instructions", None))
             if episode.stop_reason is None and chat is not None and len(episode.token_ids) >= max_context_tokens:
                 episode.end("context")
@@ -278,29 +294,109 @@ def collect_groups(
             f"max_context_tokens={max_context_tokens} leaves no room to play: every episode's first prompt "
             f"is longer (the shortest has {shortest} tokens); raise max_context_tokens"
         )
+    rules = _Turns(sampling, max_context_tokens, max_turns, errors, on_turn)
     with _progress_bar(progress, len(episodes), name) as advance:
         live = [e for _, e in episodes if e.stop_reason is None]
         advance(len(episodes) - len(live), 0)
-        turn = 0
-        while live:
-            turn_sampling = sampling
-            if sampling.seed is not None:
-                turn_sampling = dataclasses.replace(sampling, seed=sampling.seed + turn * SEED_STRIDE)
-            if chat is None:
-                completions = generator.chat([e.messages for e in live], turn_sampling)
-            else:
-                completions = generator.generate([e.token_ids for e in live], turn_sampling)
-            for episode, completion in zip(live, completions, strict=True):
-                turns_before = len(episode.turns)
-                episode.guarded(errors, episode.take_turn, completion, max_context_tokens, max_turns)
-                if on_turn is not None and len(episode.turns) > turns_before:
-                    on_turn(*episode.key, episode.turns[-1])
-            turn += 1
-            advance(sum(e.stop_reason is not None for e in live), turn)
-            live = [e for e in live if e.stop_reason is None]
+        if chat is None:
+            _chat_lock_step(live, generator, rules, advance)
+        elif schedule == "per_episode":
+            _per_episode(live, stream_of(generator), rules, advance)
+        else:
+            _lock_step(live, stream_of(generator), rules, advance)
     for group, episode in episodes:
         group.trajectories.append(episode.trajectory())
     return groups
+
+
+@dataclasses.dataclass(frozen=True)
+class _Turns:
+    """How every turn of a rollout is sampled and played."""
+
+    sampling: SamplingParams
+    budget: int
+    max_turns: int | None
+    errors: str
+    on_turn: Callable[[int, int, TurnRecord], None] | None
+
+    def sampling_for(self, episode: _Episode) -> SamplingParams:
+        """This episode's next request: its own seed, from its index and turn."""
+        if self.sampling.seed is None:
+            return self.sampling
+        return dataclasses.replace(
+            self.sampling, seed=self.sampling.seed + len(episode.turns) * SEED_STRIDE + episode.index
+        )
+
+    def play(self, episode: _Episode, completion: Completion) -> None:
+        """Step the episode's env with the reply (an env error ends only this episode, unless `errors="raise"`)."""
+        episode.guarded(self.errors, episode.take_turn, completion, self.budget, self.max_turns)
+
+    def report(self, episode: _Episode, turns_before: int) -> None:
+        if self.on_turn is not None and len(episode.turns) > turns_before:
+            self.on_turn(*episode.key, episode.turns[-1])
+
+
+def _lock_step(live: list[_Episode], stream: RequestStream, rules: _Turns, advance: Callable[[int, int], None]) -> None:
+    """Every turn: sample all live episodes together, wait for the last reply, then step every env."""
+    turn = 0
+    while live:
+        for episode in live:
+            stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
+        replies: dict[Any, Completion] = {}
+        while stream.pending:
+            replies.update(stream.step())
+        for episode in live:
+            turns_before = len(episode.turns)
+            rules.play(episode, replies[episode.index])
+            rules.report(episode, turns_before)
+        turn += 1
+        advance(sum(e.stop_reason is not None for e in live), turn)
+        live = [e for e in live if e.stop_reason is None]
+
+
+def _per_episode(
+    live: list[_Episode], stream: RequestStream, rules: _Turns, advance: Callable[[int, int], None]
+) -> None:
+    """Each episode at its own pace: its env steps on a worker thread, then its next turn joins the batch at once."""
+    by_index = {e.index: e for e in live}
+    stepping: dict[concurrent.futures.Future[None], tuple[_Episode, int]] = {}
+    with concurrent.futures.ThreadPoolExecutor(ENV_WORKERS, thread_name_prefix="env") as pool:
+        for episode in live:
+            stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
+        while stream.pending or stepping:
+            if stream.pending:
+                for index, completion in stream.step():
+                    episode = by_index[index]
+                    stepping[pool.submit(rules.play, episode, completion)] = (episode, len(episode.turns))
+                stepped = [future for future in stepping if future.done()]
+            else:  # nothing to sample until an env answers
+                stepped = list(concurrent.futures.wait(stepping, return_when="FIRST_COMPLETED").done)
+            for future in stepped:
+                episode, turns_before = stepping.pop(future)
+                future.result()  # errors="raise": the env's exception surfaces here
+                rules.report(episode, turns_before)
+                if episode.stop_reason is None:
+                    stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
+                else:
+                    advance(1, len(episode.turns))
+
+
+def _chat_lock_step(
+    live: list[_Episode], generator: ChatGenerator, rules: _Turns, advance: Callable[[int, int], None]
+) -> None:
+    """Lock-step over a chat generator (an endpoint): one `chat` call per turn for every live episode."""
+    turn = 0
+    while live:
+        sampling = rules.sampling
+        if sampling.seed is not None:
+            sampling = dataclasses.replace(sampling, seed=sampling.seed + turn * SEED_STRIDE)
+        for episode, completion in zip(live, generator.chat([e.messages for e in live], sampling), strict=True):
+            turns_before = len(episode.turns)
+            rules.play(episode, completion)
+            rules.report(episode, turns_before)
+        turn += 1
+        advance(sum(e.stop_reason is not None for e in live), turn)
+        live = [e for e in live if e.stop_reason is None]
 
 
 def _chat_format(generator: Generator, tokenizer: Any) -> ChatFormat:

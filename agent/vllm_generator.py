@@ -8,9 +8,10 @@ without it (e.g. with `HFGenerator` on a machine where vLLM is not installed).
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +96,6 @@ class VLLMGenerator:
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams) -> list[Completion]:
         """Sample `sampling.n` completions per prompt in one batched engine call (see `Generator`)."""
-        from vllm import SamplingParams as VLLMSamplingParams
         from vllm.inputs import TokensPrompt
 
         requests, params = [], []
@@ -104,24 +104,18 @@ class VLLMGenerator:
             for j in range(sampling.n):
                 requests.append(TokensPrompt(prompt_token_ids=list(prompt)))
                 params.append(
-                    VLLMSamplingParams(
-                        n=1,
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
-                        max_tokens=sampling.max_tokens,
-                        stop=list(sampling.stop),
-                        stop_token_ids=list(sampling.stop_token_ids),
-                        # keep the stop string in the text: its tokens are in token_ids too
-                        include_stop_str_in_output=True,
-                        seed=None if sampling.seed is None else sampling.seed + i * sampling.n + j,
-                        logprobs=0,  # the sampled token's logprob only
-                    )
+                    _vllm_params(sampling, None if sampling.seed is None else sampling.seed + i * sampling.n + j)
                 )
         if not requests:
             return []
         self._ensure_distributed_state()
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [self._to_completion(out.outputs[0], sampling.stop) for out in outputs]
+
+    def stream(self) -> VLLMStream:
+        """A `RequestStream` on this engine: requests join the running batch as they are submitted."""
+        self._ensure_distributed_state()
+        return VLLMStream(self)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load Hugging Face-named weights into the running engine, in place.
@@ -182,6 +176,64 @@ class VLLMGenerator:
                 f"prompt {index} has {len(prompt)} tokens but max_model_len is {self.max_model_len}; "
                 "shorten the conversation or raise max_model_len"
             )
+
+
+_REQUEST_IDS = itertools.count()  # our own request ids: the engine reports finished requests by them
+
+
+class VLLMStream:
+    """`RequestStream` on a `VLLMGenerator`'s engine: `add_request` queues a request, `step` runs one engine step.
+
+    vLLM's scheduler adds new requests to the running batch at every step (continuous batching), so
+    a turn submitted while others are mid-completion starts at once instead of waiting for them.
+    """
+
+    def __init__(self, generator: VLLMGenerator) -> None:
+        self.generator = generator
+        self._keys: dict[str, tuple[Hashable, tuple[str, ...]]] = {}  # request id -> key, stop strings
+
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not yet returned by `step`."""
+        return len(self._keys)
+
+    def submit(self, key: Hashable, prompt: Sequence[int], sampling: SamplingParams) -> None:
+        """Queue one completion of `prompt`, seeded with `sampling.seed` itself."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        self.generator._check_prompt(len(self._keys), prompt)
+        params = _vllm_params(sampling, sampling.seed)
+        params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when it finishes
+        request_id = f"turngym-stream-{next(_REQUEST_IDS)}"
+        self.generator.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(prompt)), params)
+        self._keys[request_id] = (key, sampling.stop)
+
+    def step(self) -> list[tuple[Hashable, Completion]]:
+        """One engine step; the completions that finished in it."""
+        done = []
+        for output in self.generator.llm.llm_engine.step():
+            if output.finished and output.request_id in self._keys:
+                key, stop = self._keys.pop(output.request_id)
+                done.append((key, self.generator._to_completion(output.outputs[0], stop)))
+        return done
+
+
+def _vllm_params(sampling: SamplingParams, seed: int | None) -> Any:
+    """The vLLM sampling parameters of one completion of `sampling`, with `seed`."""
+    from vllm import SamplingParams as VLLMSamplingParams
+
+    return VLLMSamplingParams(
+        n=1,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens,
+        stop=list(sampling.stop),
+        stop_token_ids=list(sampling.stop_token_ids),
+        include_stop_str_in_output=True,  # keep the stop string in the text: its tokens are in token_ids too
+        seed=seed,
+        logprobs=0,  # the sampled token's logprob only
+    )
 
 
 def kv_cache_bytes_per_token(model: str, dtype: str = "auto") -> int:
