@@ -144,6 +144,11 @@ class RolloutConfig:
     """Extra collection rounds when the objective's filter asks for more groups (DAPO dynamic sampling, GPG's
     threshold).
     """
+    schedule: Literal["lock_step", "per_episode"] = "lock_step"
+    """`lock_step`: each turn, every live episode is sampled together, then every env steps. `per_episode`: an
+    episode's next turn joins the running batch as soon as its env answers (env steps on worker threads), so
+    short replies and slow envs hold nobody up; the same episodes under seeded sampling (`run.deterministic`).
+    """
 
 
 @dataclass

@@ -377,6 +377,7 @@ def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> l
             system_prompt=env.system_prompt,
             progress=False,
             errors="record",
+            schedule=rollout.schedule,
         )
         groups += [TrajectoryGroup(name, g.seed, g.trajectories) for g in played]  # metrics: env/<name>/success
     return [group for part in procs.gather(groups) for group in part]
