@@ -32,6 +32,8 @@ _EXPORTS = {
     "load_episodes": "turngym.agent.records",
     "save_episodes": "turngym.agent.records",
     "collect_groups": "turngym.agent.rollout",
+    "GroupSpec": "turngym.agent.rollout",
+    "play_groups": "turngym.agent.rollout",
     "ScriptedGenerator": "turngym.agent.scripted",
     "make_tiny_llama": "turngym.agent.tiny",
     "VLLMGenerator": "turngym.agent.vllm_generator",
@@ -44,6 +46,7 @@ __all__ = [
     "EndpointAuthError",
     "EndpointError",
     "Generator",
+    "GroupSpec",
     "HFGenerator",
     "MODEL_ALIASES",
     "OpenAIGenerator",
@@ -56,6 +59,7 @@ __all__ = [
     "collect_groups",
     "load_episodes",
     "make_tiny_llama",
+    "play_groups",
     "prepare_model",
     "resolve_model",
     "save_episodes",
@@ -68,7 +72,7 @@ if TYPE_CHECKING:
     from turngym.agent.models import DEFAULT_MODEL, MODEL_ALIASES, prepare_model, resolve_model
     from turngym.agent.openai_generator import EndpointAuthError, EndpointError, OpenAIGenerator
     from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord, load_episodes, save_episodes
-    from turngym.agent.rollout import collect_groups
+    from turngym.agent.rollout import GroupSpec, collect_groups, play_groups
     from turngym.agent.scripted import ScriptedGenerator
     from turngym.agent.tiny import make_tiny_llama
     from turngym.agent.vllm_generator import VLLMGenerator

@@ -39,8 +39,8 @@ DEFAULT_CONTEXT_TOKENS = 4096
 class _Episode:
     """One live episode: its env, its messages, and (with a token generator) its token ids."""
 
-    def __init__(self, env: Any, chat: ChatFormat | None) -> None:
-        self.env, self.chat = env, chat
+    def __init__(self, env: Any, chat: ChatFormat | None, max_turns: int | None = None) -> None:
+        self.env, self.chat, self.max_turns = env, chat, max_turns
         self.turns: list[TurnRecord] = []
         self.stop_reason: StopReason | None = None  # None while the episode runs
         self.first_observation, self.error = "", None
@@ -197,6 +197,13 @@ def _check_rollout_arguments(
         )
 
 
+def _check_modes(errors: str, schedule: str) -> None:
+    if errors not in ("raise", "record"):
+        raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
+    if schedule not in ("lock_step", "per_episode"):
+        raise ValueError(f"schedule must be 'lock_step' or 'per_episode', got {schedule!r}")
+
+
 def _is_int(value: Any) -> bool:
     import numbers
 
@@ -253,13 +260,9 @@ def collect_groups(
     Returns:
         One group per seed, in the order of `seeds`, each with `group_size` trajectories.
     """
-    from turngym.envs import make
-    from turngym.envs.registration import env_name
-
     seeds = _seed_list(seeds)
     _check_rollout_arguments(seeds, group_size, max_turns, max_context_tokens)
-    if errors not in ("raise", "record"):
-        raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
+    _check_modes(errors, schedule)
     if sampling is not None and not isinstance(sampling, SamplingParams):
         raise TypeError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
     limit = getattr(generator, "max_model_len", None)
@@ -273,29 +276,92 @@ def collect_groups(
         chat = None
     else:
         raise TypeError(f"{type(generator).__name__} is neither a Generator (generate) nor a ChatGenerator (chat)")
-    if schedule not in ("lock_step", "per_episode"):
-        raise ValueError(f"schedule must be 'lock_step' or 'per_episode', got {schedule!r}")
     sampling = dataclasses.replace(sampling or SamplingParams(), n=1)
-    name = env_name(env_id)
-    groups = [TrajectoryGroup(name, int(seed)) for seed in seeds]
+    specs = [GroupSpec(env_id, int(seed), env_kwargs or {}, max_turns, system_prompt) for seed in seeds]
+    rules = _Turns(sampling, max_context_tokens, errors, on_turn)
+    return _play_groups(specs, group_size, generator, chat, rules, progress, schedule)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSpec:
+    """One group to play: which env, with what settings, from which seed (`play_groups`).
+
+    Attributes:
+        env_id: what `turngym.make` takes (an id, `module:Class`, a class or a factory).
+        seed: the env seed every episode of the group starts from.
+        env_kwargs: constructor arguments.
+        max_turns: stop its episodes after this many turns (None: the env's own limit).
+        system_prompt: system message (None: the env's `instructions`).
+        name: the group's `env_id` in the records (default: `turngym.envs.env_name(env_id)`).
+    """
+
+    env_id: Any
+    seed: int
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_turns: int | None = None
+    system_prompt: str | None = None
+    name: str | None = None
+
+
+def play_groups(
+    specs: Sequence[GroupSpec],
+    group_size: int,
+    generator: Generator,
+    *,
+    sampling: SamplingParams | None = None,
+    max_context_tokens: int | None = None,
+    errors: Literal["raise", "record"] = "raise",
+    schedule: Schedule = "lock_step",
+) -> list[TrajectoryGroup]:
+    """Play groups of several envs in one rollout: one engine batch or stream for the whole mixture.
+
+    `collect_groups` for a list of `GroupSpec`s (each its own env, kwargs, turn limit and system
+    prompt) and a token generator; arguments as there. Returns one group per spec, in order.
+    """
+    _check_modes(errors, schedule)
+    for spec in specs:
+        _check_rollout_arguments([spec.seed], group_size, spec.max_turns, max_context_tokens)
+    limit = getattr(generator, "max_model_len", None)
+    budget = max_context_tokens or limit or DEFAULT_CONTEXT_TOKENS
+    if limit is not None and budget > limit:
+        raise ValueError(f"max_context_tokens={budget} exceeds the generator's max_model_len={limit}")
+    rules = _Turns(dataclasses.replace(sampling or SamplingParams(), n=1), budget, errors, None)
+    return _play_groups(list(specs), group_size, generator, _chat_format(generator, None), rules, False, schedule)
+
+
+def _play_groups(
+    specs: list[GroupSpec],
+    group_size: int,
+    generator: Any,
+    chat: ChatFormat | None,
+    rules: _Turns,
+    progress: bool,
+    schedule: Schedule,
+) -> list[TrajectoryGroup]:
+    """Reset every episode of every group, then play them all (`collect_groups` after its checks)."""
+    from turngym.envs import make
+    from turngym.envs.registration import env_name
+
+    groups = [TrajectoryGroup(spec.name or env_name(spec.env_id), spec.seed) for spec in specs]
     episodes: list[tuple[TrajectoryGroup, _Episode]] = []
-    for group_index, group in enumerate(groups):
+    for group_index, (group, spec) in enumerate(zip(groups, specs, strict=True)):
         for episode_index in range(group_size):
-            env = make(env_id, **(env_kwargs or {}))
-            episode = _Episode(env, chat)
+            env = make(spec.env_id, **spec.env_kwargs)
+            episode = _Episode(env, chat, spec.max_turns)
             episode.key, episode.index = (group_index, episode_index), len(episodes)
-            episode.guarded(errors, episode.start, group.seed, system_prompt or getattr(env, "instructions", None))
-            if episode.stop_reason is None and chat is not None and len(episode.token_ids) >= max_context_tokens:
+            prompt = spec.system_prompt or getattr(env, "instructions", None)
+            episode.guarded(rules.errors, episode.start, group.seed, prompt)
+            if episode.stop_reason is None and chat is not None and len(episode.token_ids) >= rules.budget:
                 episode.end("context")
             episodes.append((group, episode))
+    max_context_tokens = rules.budget
     if chat is not None and all(e.stop_reason == "context" for _, e in episodes):
         shortest = min(len(e.token_ids) for _, e in episodes)
         raise ValueError(
             f"max_context_tokens={max_context_tokens} leaves no room to play: every episode's first prompt "
             f"is longer (the shortest has {shortest} tokens); raise max_context_tokens"
         )
-    rules = _Turns(sampling, max_context_tokens, max_turns, errors, on_turn)
-    with _progress_bar(progress, len(episodes), name) as advance:
+    with _progress_bar(progress, len(episodes), groups[0].env_id if groups else "") as advance:
         live = [e for _, e in episodes if e.stop_reason is None]
         advance(len(episodes) - len(live), 0)
         if chat is None:
@@ -315,7 +381,6 @@ class _Turns:
 
     sampling: SamplingParams
     budget: int
-    max_turns: int | None
     errors: str
     on_turn: Callable[[int, int, TurnRecord], None] | None
 
@@ -329,7 +394,7 @@ class _Turns:
 
     def play(self, episode: _Episode, completion: Completion) -> None:
         """Step the episode's env with the reply (an env error ends only this episode, unless `errors="raise"`)."""
-        episode.guarded(self.errors, episode.take_turn, completion, self.budget, self.max_turns)
+        episode.guarded(self.errors, episode.take_turn, completion, self.budget, episode.max_turns)
 
     def report(self, episode: _Episode, turns_before: int) -> None:
         if self.on_turn is not None and len(episode.turns) > turns_before:

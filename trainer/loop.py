@@ -50,7 +50,7 @@ from turngym.agent.generator import SamplingParams
 from turngym.agent.hardware import keep_freed_memory
 from turngym.agent.models import resolve_model
 from turngym.agent.records import TrajectoryGroup, load_episodes, save_episodes
-from turngym.agent.rollout import collect_groups
+from turngym.agent.rollout import GroupSpec, play_groups
 from turngym.algos import Objective, Selection
 from turngym.trainer import checkpoint as ckpt
 from turngym.trainer import lora
@@ -343,7 +343,7 @@ def _collect_round(
 
 
 def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> list[TrajectoryGroup]:
-    """`count` groups played live over the env mixture; this process plays its share.
+    """`count` groups played live over the env mixture, all in one rollout; this process plays its share.
 
     Each group is named by its entry's name (`TrainConfig.env_names`), not the id it was made from,
     so the mixture's metrics read `env/<name>/success` (an env named by file path has no path in its keys).
@@ -353,34 +353,28 @@ def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> l
     counts = mixture_counts([env.weight for env in config.envs], count, step_rng(config.run.seed, step, round_))
     seeds = cursor.take(count)
     plan = [(e, seed) for e, count in enumerate(counts) for seed in seeds[sum(counts[:e]) : sum(counts[: e + 1])]]
-    mine = [plan[i] for i in procs.share(len(plan))]
-    groups: list[TrajectoryGroup] = []
-    for e, (env, name) in enumerate(zip(config.envs, config.env_names, strict=True)):
-        env_seeds = [seed for index, seed in mine if index == e]
-        if not env_seeds:
-            continue
-        sampling_seed = None
-        if config.run.deterministic:
-            sampling_seed = int(np.random.default_rng([config.run.seed, step, round_, e, procs.rank]).integers(2**30))
-        sampling = SamplingParams(
-            temperature=rollout.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens, seed=sampling_seed
-        )
-        played = collect_groups(
-            env.id,
-            env_seeds,
-            rollout.group_size,
-            run.sampler(),
-            max_turns=env.max_turns,
-            sampling=sampling,
-            max_context_tokens=rollout.max_context_tokens,
-            env_kwargs=env.kwargs,
-            system_prompt=env.system_prompt,
-            progress=False,
-            errors="record",
-            schedule=rollout.schedule,
-        )
-        groups += [TrajectoryGroup(name, g.seed, g.trajectories) for g in played]  # metrics: env/<name>/success
-    return [group for part in procs.gather(groups) for group in part]
+    entries = list(zip(config.envs, config.env_names, strict=True))
+    specs = [
+        GroupSpec(entries[e][0].id, seed, entries[e][0].kwargs, entries[e][0].max_turns, entries[e][0].system_prompt,
+                  name=entries[e][1])
+        for e, seed in (plan[i] for i in procs.share(len(plan)))
+    ]  # fmt: skip
+    sampling_seed = None
+    if config.run.deterministic:
+        sampling_seed = int(np.random.default_rng([config.run.seed, step, round_, procs.rank]).integers(2**30))
+    sampling = SamplingParams(
+        temperature=rollout.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens, seed=sampling_seed
+    )
+    played = play_groups(
+        specs,
+        rollout.group_size,
+        run.sampler(),
+        sampling=sampling,
+        max_context_tokens=rollout.max_context_tokens,
+        errors="record",
+        schedule=rollout.schedule,
+    )  # one engine batch (or stream) for the whole mixture
+    return [group for part in procs.gather(played) for group in part]
 
 
 def _save_episodes(run: Run, step: int, groups: list[TrajectoryGroup]) -> None:

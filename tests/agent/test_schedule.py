@@ -128,3 +128,24 @@ def test_per_episode_overlaps_turns_on_real_vllm(vllm_tiny, monkeypatch) -> None
                    progress=False)  # fmt: skip
     second_turns = sorted(times[1] for times in starts.values() if len(times) > 1)
     assert second_turns and second_turns[0] < second_turns[-1]  # second turns began at different engine steps
+
+
+@pytest.mark.parametrize("schedule", ["lock_step", "per_episode"])
+def test_a_mixture_of_two_envs_plays_in_one_stream(tokenizer, schedule) -> None:
+    """play_groups: GuessNumber and Sleepy groups in one rollout, each with its own kwargs, turn limit and name."""
+    from turngym.agent import GroupSpec, play_groups
+
+    generator = scripted(tokenizer)
+    streams = []
+    make = generator.stream
+    generator.stream = lambda: streams.append(1) or make()
+    specs = [
+        GroupSpec("turngym/GuessNumber-v0", 3, {"high": 4}, max_turns=1, name="guess"),
+        GroupSpec(Sleepy, 1, name="sleepy"),
+        GroupSpec("turngym/GuessNumber-v0", 4, {"high": 4}, max_turns=1, name="guess"),
+    ]
+    groups = play_groups(specs, 2, generator, schedule=schedule)
+    assert streams == [1]  # one stream for the whole mixture
+    assert [(g.env_id, g.seed) for g in groups] == [("guess", 3), ("sleepy", 1), ("guess", 4)]
+    assert [[t.num_turns for t in g.trajectories] for g in groups] == [[1, 1], [2, 2], [1, 1]]
+    assert "between 1 and 4" in groups[0].trajectories[0].first_observation

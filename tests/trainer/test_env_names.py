@@ -100,11 +100,13 @@ def test_rollout_and_evaluation_metrics_use_the_names(tiny_model_dir, tmp_path) 
         config=config,
         procs=Processes(),
         generator=generator,
+        sampler=lambda: generator,
         dir=tmp_path,
         log=SimpleNamespace(write=lambda step, metrics: logged.update(metrics)),
         display=SimpleNamespace(print=lambda line: None),
     )
-    groups = _collect_round(run, SeedCursor(0), step=1, round_=0)
+    groups, recorded = _collect_round(run, SeedCursor(0), step=1, round_=0)
+    assert recorded == []
     assert {g.env_id for g in groups} == {"VowelGame", "guess"}  # mixture_counts gives each env its share
     keys = set(rollout_metrics(groups))
     assert {"env/VowelGame/success", "env/VowelGame/reward", "env/guess/success", "env/guess/reward"} <= keys
