@@ -1,61 +1,103 @@
-"""Rollout throughput: `collect_groups` against raw `vllm.LLM.generate` on the same work.
+"""Rollout throughput: turngym's rollouts against raw lock-step `vllm.LLM.generate` on the same work.
 
-SmolLM2-135M (the default model), 8 groups x 4 episodes of GuessNumber, up to 6 turns. The
-baseline, measured in the same run on the same engine: the same conversations through raw
-`llm.generate` calls, one per turn as the rollout makes, each turn generating exactly as many
-tokens as the rollout sampled (`max_tokens` = that length, `ignore_eos`) and then appending the
-episode's own template and feedback ids, so prompts grow and reuse the prefix cache as in the
-rollout. What remains is the rollout's own cost: envs, chat deltas, records. The ratio is
-rollout tokens/s over raw tokens/s; target >= 0.9.
+SmolLM2-135M (the default model). Two workloads:
 
-    .venv/bin/python bench/rollout_throughput.py [--groups 8] [--group-size 4] [--turns 6]
+    (a) today's: 8 groups x 4 episodes of GuessNumber, up to 6 turns, replies of at most 64 tokens;
+    (b) uneven:  the same groups over a two-env mixture (GuessNumber 1..100 and Mastermind), replies of
+                 up to 256 tokens (some end early, some run to the limit), episodes of 1 to 6 turns.
 
-The last line is `ratio: X`.
+Each workload is played by `play_groups` in lock-step and per episode (`schedule="per_episode"`).
+The baseline, measured right after each rollout on the same engine: the same conversations through
+raw `llm.generate` calls, one per turn over the episodes still running (lock-step), each turn
+generating exactly as many tokens as the rollout sampled (`max_tokens` = that length,
+`ignore_eos`) and then appending the episode's own template and feedback ids, so prompts grow and
+reuse the prefix cache as in the rollout. The ratio is rollout tokens/s over raw tokens/s: above 1,
+the rollout beats lock-step generation of the same tokens (targets: >= 1.0 on (a), >= 1.2 on (b)
+per episode). Machines are noisy, so the variants alternate `--repeats` times each and the median
+ratio is printed with its spread.
+
+    .venv/bin/python bench/rollout_throughput.py [--repeats 3] [--groups 8] [--group-size 4]
+
+The last line is `ratio: X` (per episode on workload (b), the median).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+
+WORKLOADS = {
+    "a": {"envs": [("turngym/GuessNumber-v0", {})], "max_tokens": 64},
+    "b": {"envs": [("turngym/GuessNumber-v0", {}), ("turngym/Mastermind-v0", {})], "max_tokens": 256},
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--env", default="turngym/GuessNumber-v0")
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--turns", type=int, default=6)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from vllm import SamplingParams as RawSamplingParams
-    from vllm.inputs import TokensPrompt
-
-    from turngym.agent import SamplingParams, VLLMGenerator, collect_groups
+    from turngym.agent import VLLMGenerator
 
     generator = VLLMGenerator(args.model, max_model_len=2048, kv_cache_gib=2.0)
-    sampling = SamplingParams(temperature=1.0, max_tokens=args.max_tokens)
-
-    def rollout(seeds):
-        return collect_groups(
-            args.env, seeds, args.group_size, generator, sampling=sampling, max_turns=args.turns, progress=False
+    variants = [(w, s) for w in WORKLOADS for s in ("lock_step", "per_episode")]
+    for workload, schedule in variants:  # warm-up (first-call costs)
+        measure(generator, args, workload, schedule, first_seed=10_000)
+    ratios: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
+    for repeat in range(args.repeats):
+        for workload, schedule in variants:
+            ratio, line = measure(generator, args, workload, schedule, first_seed=repeat * args.groups)
+            ratios[(workload, schedule)].append(ratio)
+            print(f"repeat {repeat + 1}, ({workload}) {schedule}: {line}", flush=True)
+    for (workload, schedule), values in ratios.items():
+        print(
+            f"({workload}) {schedule}: median ratio {statistics.median(values):.3f} "
+            f"(spread {min(values):.3f}-{max(values):.3f} over {len(values)} runs)"
         )
+    print(f"ratio (a) per_episode: {statistics.median(ratios[('a', 'per_episode')]):.3f}")
+    print(f"ratio: {statistics.median(ratios[('b', 'per_episode')]):.3f}")
 
-    rollout(range(1000, 1000 + args.groups))  # warm-up (first-call costs)
+
+def measure(generator, args, workload: str, schedule: str, first_seed: int) -> tuple[float, str]:
+    """One rollout of `workload` under `schedule`, then the raw lock-step replay of its conversations."""
+    from turngym.agent import GroupSpec, SamplingParams, play_groups
+
+    spec = WORKLOADS[workload]
+    envs = spec["envs"]
+    specs = [
+        GroupSpec(envs[i % len(envs)][0], first_seed + i, envs[i % len(envs)][1], max_turns=args.turns)
+        for i in range(args.groups)
+    ]
+    sampling = SamplingParams(temperature=1.0, max_tokens=spec["max_tokens"])
     generator.llm.reset_prefix_cache()
     start = time.perf_counter()
-    groups = rollout(range(args.groups))
+    groups = play_groups(specs, args.group_size, generator, sampling=sampling, schedule=schedule)
     rollout_seconds = time.perf_counter() - start
     trajectories = [t for g in groups for t in g.trajectories]
     rollout_tokens = sum(t.num_sampled_tokens for t in trajectories)
+    raw_tokens, raw_seconds = raw_lock_step(generator, trajectories)
+    ratio = (rollout_tokens / rollout_seconds) / (raw_tokens / raw_seconds)
+    turns = [t.num_turns for t in trajectories]
+    line = (
+        f"{rollout_tokens} tokens in {rollout_seconds:.2f} s against raw {raw_tokens} in {raw_seconds:.2f} s "
+        f"(turns {min(turns)}-{max(turns)}), ratio {ratio:.3f}"
+    )
+    return ratio, line
 
-    # The same conversations through raw vLLM: turn k of each episode generates as many tokens as
-    # the rollout sampled, then the episode's own template+feedback ids are appended, so prompts
-    # grow (and hit the prefix cache) exactly as in the rollout.
+
+def raw_lock_step(generator, trajectories) -> tuple[int, float]:
+    """The same conversations through raw vLLM, turn by turn: sampled tokens and seconds."""
+    from vllm import SamplingParams as RawSamplingParams
+    from vllm.inputs import TokensPrompt
+
     generator.llm.reset_prefix_cache()
     turns = max(t.num_turns for t in trajectories)
     conversations = [t.token_ids[: t.prompt_length] for t in trajectories]
@@ -75,16 +117,7 @@ def main() -> None:
                 conversations[i] + list(output.outputs[0].token_ids) + t.token_ids[t.turns[k].end : following]
             )
             raw_tokens += len(output.outputs[0].token_ids)
-
-    rollout_rate, raw_rate = rollout_tokens / rollout_seconds, raw_tokens / raw_seconds
-    won = sum(bool(t.metrics.get("won")) for t in trajectories)
-    print(
-        f"model {args.model}, {args.env}: {len(groups)} groups x {args.group_size} episodes, {turns} turns max, "
-        f"{sum(t.num_turns for t in trajectories)} turns, {won} won"
-    )
-    print(f"collect_groups: {rollout_tokens} tokens in {rollout_seconds:.2f} s = {rollout_rate:.1f} tokens/s")
-    print(f"raw vllm.LLM.generate (same batches): {raw_tokens} tokens in {raw_seconds:.2f} s = {raw_rate:.1f} tokens/s")
-    print(f"ratio: {rollout_rate / raw_rate:.3f}")
+    return raw_tokens, raw_seconds
 
 
 if __name__ == "__main__":
