@@ -25,6 +25,7 @@ matters for correct importance ratios; a fresh full render would differ in earli
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 _U, _A, _F = "Xq7UserContentZ", "Xq7AssistantContentZ", "Xq7FeedbackContentZ"
@@ -58,6 +59,9 @@ class ChatFormat:
         self._head_ids = self._encode(self.between_head)
         self.prefix_stable = two_turns.startswith(self._render([_U], add_generation_prompt=True))
         self.trims = f" {_F} " not in self._render([_U, _A, f" {_F} "], add_generation_prompt=True)
+        # Per-episode rollouts build deltas on env threads; a fast tokenizer's special-token
+        # setting is shared state that one encode flips and another reads, so one at a time.
+        self._lock = threading.Lock()
 
     def initial_prompt(self, observation: str, system_prompt: str | None = None) -> list[int]:
         """Ids of the first prompt: optional system message, the first observation, generation prompt."""
@@ -73,6 +77,10 @@ class ChatFormat:
         If the sampler stopped on the end-of-turn token, that token is already in `sampled_ids` and
         is not repeated; otherwise (length limit, stop string) the template's closing is added whole.
         """
+        with self._lock:
+            return self._feedback_ids(sampled_ids, feedback)
+
+    def _feedback_ids(self, sampled_ids: list[int], feedback: str) -> list[int]:
         head = self._head_ids
         if head and sampled_ids and sampled_ids[-1] in self.end_of_turn_ids and head[0] == sampled_ids[-1]:
             head = head[1:]

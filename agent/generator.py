@@ -153,6 +153,10 @@ class RequestStream(Protocol):
         """Advance sampling by one engine step; the requests that finished in it, with their keys."""
         ...
 
+    def close(self) -> None:
+        """Drop the requests still pending (the rollout stopped early)."""
+        ...
+
 
 class BatchStream:
     """A `RequestStream` over any `Generator`: each `step` samples every pending request at once.
@@ -176,6 +180,10 @@ class BatchStream:
     def submit(self, key: Hashable, prompt: Sequence[int], sampling: SamplingParams) -> None:
         """Queue one completion of `prompt` for the next `step`."""
         self._queue.append((key, list(prompt), dataclasses.replace(sampling, n=1)))
+
+    def close(self) -> None:
+        """Drop the requests still queued."""
+        self._queue.clear()
 
     def step(self) -> list[tuple[Hashable, Completion]]:
         """Sample every queued request; all of them finish in this step."""

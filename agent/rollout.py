@@ -319,7 +319,15 @@ def play_groups(
     prompt) and a token generator; arguments as there. Returns one group per spec, in order.
     """
     _check_modes(errors, schedule)
+    if not isinstance(generator, Generator):
+        raise TypeError(f"play_groups needs a token Generator (generate), got {type(generator).__name__}")
+    if sampling is not None and not isinstance(sampling, SamplingParams):
+        raise TypeError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
+    if not specs:  # e.g. a process whose share of a step's live groups is none
+        return []
     for spec in specs:
+        if not isinstance(spec, GroupSpec):
+            raise TypeError(f"specs must be GroupSpecs, got {type(spec).__name__}")
         _check_rollout_arguments([spec.seed], group_size, spec.max_turns, max_context_tokens)
     limit = getattr(generator, "max_model_len", None)
     budget = max_context_tokens or limit or DEFAULT_CONTEXT_TOKENS
@@ -346,7 +354,7 @@ def _play_groups(
     episodes: list[tuple[TrajectoryGroup, _Episode]] = []
     for group_index, (group, spec) in enumerate(zip(groups, specs, strict=True)):
         for episode_index in range(group_size):
-            env = make(spec.env_id, **spec.env_kwargs)
+            env = make(spec.env_id, **(spec.env_kwargs or {}))
             episode = _Episode(env, chat, spec.max_turns)
             episode.key, episode.index = (group_index, episode_index), len(episodes)
             prompt = spec.system_prompt or getattr(env, "instructions", None)
@@ -354,25 +362,36 @@ def _play_groups(
             if episode.stop_reason is None and chat is not None and len(episode.token_ids) >= rules.budget:
                 episode.end("context")
             episodes.append((group, episode))
-    max_context_tokens = rules.budget
-    if chat is not None and all(e.stop_reason == "context" for _, e in episodes):
-        shortest = min(len(e.token_ids) for _, e in episodes)
-        raise ValueError(
-            f"max_context_tokens={max_context_tokens} leaves no room to play: every episode's first prompt "
-            f"is longer (the shortest has {shortest} tokens); raise max_context_tokens"
-        )
+    if chat is not None:
+        _check_room(episodes, rules.budget)
     with _progress_bar(progress, len(episodes), groups[0].env_id if groups else "") as advance:
         live = [e for _, e in episodes if e.stop_reason is None]
         advance(len(episodes) - len(live), 0)
         if chat is None:
             _chat_lock_step(live, generator, rules, advance)
-        elif schedule == "per_episode":
-            _per_episode(live, stream_of(generator), rules, advance)
         else:
-            _lock_step(live, stream_of(generator), rules, advance)
+            stream = stream_of(generator)
+            try:
+                (_per_episode if schedule == "per_episode" else _lock_step)(live, stream, rules, advance)
+            finally:
+                stream.close()  # a rollout cut short leaves no request in the engine
     for group, episode in episodes:
         group.trajectories.append(episode.trajectory())
     return groups
+
+
+def _check_room(episodes: list[tuple[TrajectoryGroup, _Episode]], budget: int) -> None:
+    """An env whose every first prompt exceeds the budget is an error (its groups would never play)."""
+    by_env: dict[str, list[_Episode]] = {}
+    for group, episode in episodes:
+        by_env.setdefault(group.env_id, []).append(episode)
+    for name, mine in by_env.items():
+        if all(e.stop_reason == "context" for e in mine):
+            shortest = min(len(e.token_ids) for e in mine)
+            raise ValueError(
+                f"max_context_tokens={budget} leaves no room to play {name}: every episode's first prompt "
+                f"is longer (the shortest has {shortest} tokens); raise max_context_tokens"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,27 +442,42 @@ def _per_episode(
     live: list[_Episode], stream: RequestStream, rules: _Turns, advance: Callable[[int, int], None]
 ) -> None:
     """Each episode at its own pace: its env steps on a worker thread, then its next turn joins the batch at once."""
-    by_index = {e.index: e for e in live}
-    stepping: dict[concurrent.futures.Future[None], tuple[_Episode, int]] = {}
     with concurrent.futures.ThreadPoolExecutor(ENV_WORKERS, thread_name_prefix="env") as pool:
-        for episode in live:
-            stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
-        while stream.pending or stepping:
-            if stream.pending:
-                for index, completion in stream.step():
-                    episode = by_index[index]
-                    stepping[pool.submit(rules.play, episode, completion)] = (episode, len(episode.turns))
-                stepped = [future for future in stepping if future.done()]
-            else:  # nothing to sample until an env answers
-                stepped = list(concurrent.futures.wait(stepping, return_when="FIRST_COMPLETED").done)
-            for future in stepped:
-                episode, turns_before = stepping.pop(future)
-                future.result()  # errors="raise": the env's exception surfaces here
-                rules.report(episode, turns_before)
-                if episode.stop_reason is None:
-                    stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
-                else:
-                    advance(1, len(episode.turns))
+        try:
+            _per_episode_loop(live, stream, rules, advance, pool)
+        except BaseException:  # Ctrl-C or errors="raise": do not wait for the env steps still queued
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _per_episode_loop(
+    live: list[_Episode],
+    stream: RequestStream,
+    rules: _Turns,
+    advance: Callable[[int, int], None],
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """`_per_episode`'s loop: step the engine, hand finished replies to env threads, resubmit answered episodes."""
+    by_index = {e.index: e for e in live}
+    stepping: dict[concurrent.futures.Future[None], tuple[_Episode, int]] = {}  # env step -> episode, its turns
+    for episode in live:
+        stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
+    while stream.pending or stepping:
+        if stream.pending:
+            for index, completion in stream.step():
+                episode = by_index[index]
+                stepping[pool.submit(rules.play, episode, completion)] = (episode, len(episode.turns))
+            stepped = [future for future in stepping if future.done()]
+        else:  # nothing to sample until an env answers
+            stepped = list(concurrent.futures.wait(stepping, return_when="FIRST_COMPLETED").done)
+        for future in stepped:
+            episode, turns_before = stepping.pop(future)
+            future.result()  # errors="raise": the env's exception surfaces here
+            rules.report(episode, turns_before)
+            if episode.stop_reason is None:
+                stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
+            else:
+                advance(1, len(episode.turns))
 
 
 def _chat_lock_step(

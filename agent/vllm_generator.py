@@ -143,7 +143,11 @@ class VLLMGenerator:
             weights = _with_tied_head(weights)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         # Cached KV blocks were computed with the old weights.
-        self.llm.reset_prefix_cache()
+        if not self.llm.reset_prefix_cache():  # refused while requests hold cache blocks
+            raise RuntimeError(
+                "vLLM kept its prefix cache after new weights (requests still running?); it would serve keys and "
+                "values of the old weights"
+            )
 
     def _ensure_distributed_state(self) -> None:
         """Restore vLLM's process-wide parallel state if another in-process engine tore it down.
@@ -214,9 +218,16 @@ class VLLMStream:
         done = []
         for output in self.generator.llm.llm_engine.step():
             if output.finished and output.request_id in self._keys:
-                key, stop = self._keys.pop(output.request_id)
+                key, stop = self._keys[output.request_id]
                 done.append((key, self.generator._to_completion(output.outputs[0], stop)))
+                del self._keys[output.request_id]
         return done
+
+    def close(self) -> None:
+        """Abort the requests still running (a rollout cut short), so the engine's next call does not see them."""
+        if self._keys:
+            self.generator.llm.llm_engine.abort_request(list(self._keys), internal=False)
+            self._keys.clear()
 
 
 def _vllm_params(sampling: SamplingParams, seed: int | None) -> Any:

@@ -16,6 +16,7 @@ import math
 import os
 import random
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,7 +132,16 @@ class TextArenaEnv(TextEnv):
 
     @contextlib.contextmanager
     def _own_random_state(self) -> Iterator[None]:
-        """Run TextArena code with this env's random state, and without its debug prints on stdout."""
+        """Run TextArena code with this env's random state, and without its debug prints on stdout.
+
+        Both are process-wide, so one env at a time swaps them (`_GLOBAL_STATE`): per-episode
+        rollouts step envs on several threads.
+        """
+        with _GLOBAL_STATE, self._swapped_random_state():
+            yield
+
+    @contextlib.contextmanager
+    def _swapped_random_state(self) -> Iterator[None]:
         outer, outer_numpy = random.getstate(), np.random.get_state()
         random.setstate(self._random_state)
         np.random.set_state(self._numpy_state)
@@ -142,6 +152,9 @@ class TextArenaEnv(TextEnv):
             self._random_state, self._numpy_state = random.getstate(), np.random.get_state()
             random.setstate(outer)
             np.random.set_state(outer_numpy)
+
+
+_GLOBAL_STATE = threading.RLock()  # held while an env has swapped the process's random state and stdout
 
 
 @contextlib.contextmanager

@@ -149,3 +149,24 @@ def test_a_mixture_of_two_envs_plays_in_one_stream(tokenizer, schedule) -> None:
     assert [(g.env_id, g.seed) for g in groups] == [("guess", 3), ("sleepy", 1), ("guess", 4)]
     assert [[t.num_turns for t in g.trajectories] for g in groups] == [[1, 1], [2, 2], [1, 1]]
     assert "between 1 and 4" in groups[0].trajectories[0].first_observation
+
+
+def test_a_rollout_cut_short_leaves_no_request_in_the_engine(vllm_tiny) -> None:
+    """errors="raise" stops a per-episode rollout mid-way; its stream aborts what was still sampling."""
+    sampling = SamplingParams(temperature=1.0, max_tokens=16, seed=0, stop=("e",))
+    with pytest.raises(RuntimeError, match="broke"):
+        collect_groups(Breaks, [0, 1, 2], 3, vllm_tiny, sampling=sampling, schedule="per_episode", progress=False)
+    assert not vllm_tiny.llm.llm_engine.has_unfinished_requests()
+    assert len(vllm_tiny.generate([[1, 2, 3], [4, 5]], SamplingParams(max_tokens=4))) == 2  # nothing left over
+
+
+def test_play_groups_edges(tokenizer) -> None:
+    from turngym.agent import GroupSpec, play_groups
+
+    generator = scripted(tokenizer)
+    assert play_groups([], 2, generator) == []  # a process whose share of the live groups is none
+    too_long = [GroupSpec("turngym/GuessNumber-v0", 0, name="guess"), GroupSpec(Sleepy, 0, system_prompt="x " * 300)]
+    with pytest.raises(ValueError, match="room to play tests.agent.test_schedule:Sleepy: every episode"):
+        play_groups(too_long, 2, generator, max_context_tokens=200)
+    with pytest.raises(TypeError, match="specs must be GroupSpecs"):
+        play_groups([("turngym/GuessNumber-v0", 0)], 2, generator)
