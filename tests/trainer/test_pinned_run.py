@@ -1,9 +1,11 @@
 """A deterministic 3-step run on the tiny model logs the per-step metrics it logged before the trainer was restructured.
 
-`data/pinned_runs.json` holds the learning metrics (everything but timings) of each run below, recorded
+`data/pinned_runs.json` holds the learning metrics (everything but timings) of each run below, first recorded
 with the trainer of commit 35151ab, before the run context, the typed update result and the single
 evaluation path replaced its plumbing. Restructuring must not move a number: the same keys, and the
-same values to float rounding.
+same values to float rounding. Re-recorded at commit 82c6933 on an AVX-512 CPU, for two deliberate
+changes: seeded sampling seeds each request by episode and turn (so lock-step and per-episode
+rollouts play the same episodes) and the metrics gained `groups_recorded`.
 
 Seeded sampling is deterministic on one machine, but vLLM's CPU kernels differ between instruction
 sets, so the values are compared only where torch reports the CPU capability of the recording; the
