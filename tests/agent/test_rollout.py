@@ -79,7 +79,8 @@ def test_rollout_turn_limit_and_context_budget_end_episodes_without_crashing(tok
         assert trajectory.stop_reason == "context" and trajectory.truncated and len(trajectory.token_ids) <= 150
         check_token_layout(trajectory, tokenizer)
 
-    with pytest.raises(ValueError, match=r"max_context_tokens=10 leaves no room to play turngym/GuessNumber-v0: .* shortest has \d+ tokens"):
+    no_room = r"max_context_tokens=10 leaves no room to play turngym/GuessNumber-v0: .* shortest has \d+ tokens"
+    with pytest.raises(ValueError, match=no_room):
         collect_groups("turngym/GuessNumber-v0", [0], 1, generator, max_context_tokens=10, progress=False)
 
 
