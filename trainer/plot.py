@@ -12,10 +12,11 @@ panels with labelled axes (series of few points get markers, so a one-step run s
     kl_clip.png   sampler/trainer mismatch, KL to the reference, clip fractions, grad norm
     time.png      seconds per step split into rollout / update / sync, and tokens/s of each
 
-With `seeds=True` (`turngym plot --seeds`), runs whose recipes differ only in `run.seed` (and
-`run.dir`) are one line: the mean of those runs at each step they all reached, shaded from the
-lowest to the highest run, labelled by the recipe keys that set the lines apart. This is how to
-compare methods over several seeds (`runs/traj_s0 runs/traj_s1 runs/step_s0 runs/step_s1`).
+With `seeds=True` (`turngym plot --seeds`), runs whose recipes differ only in `run.seed` (and in
+keys that change nothing learned, `SEED_KEYS`: `run.dir`, `eval.every`, ...) are one line: the mean
+of those runs at each step they all reached, shaded from the lowest to the highest run, labelled by
+the recipe keys that set the lines apart. This is how to compare methods over several seeds
+(`runs/traj_s0 runs/traj_s1 runs/step_s0 runs/step_s1`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from turngym.trainer.schema import json_like
 
 FEW_POINTS = 10  # a series with at most this many points gets markers (a line through one point is invisible)
 NAMED_RUNS = 3  # an overlay's default folder names this many runs, then counts the rest
-SEED_KEYS = ("run.seed", "run.dir")  # recipe keys in which the runs of one `--seeds` line may differ
+SEED_KEYS = (  # recipe keys in which the runs of one `--seeds` line may differ: they change nothing it learns
+    "run.seed", "run.dir", "run.checkpoint_every", "run.keep_checkpoints", "run.resume", "run.progress",
+    "run.tensorboard", "run.save_episodes", "eval.every", "eval.at_start", "eval.at_end",
+)  # fmt: skip
 LOW, HIGH = "#lowest", "#highest"  # suffixes of the series that bound a `--seeds` line's shaded spread
 EVAL_SUCCESS = re.compile(r"^eval/.+/success$")
 PER_RUN = re.compile(r"^eval/.+/(low|high)$|^reward_std$")  # one run's interval/band: not averaged over runs

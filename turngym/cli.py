@@ -561,7 +561,8 @@ def plot(
     seeds: bool = typer.Option(
         False,
         "--seeds",
-        help="Runs whose recipes differ only in run.seed are one line: their mean, shaded from the lowest to the "
+        help="Runs whose recipes differ only in run.seed (or run.dir, eval.every, checkpointing) are one line: "
+        "their mean, shaded from the lowest to the "
         "highest run, labelled by the recipe keys that set the lines apart (compare methods over several seeds); "
         "seeds.md (also shown) tables each line's held-out success at each evaluated step, mean and every run.",
     ),

@@ -177,7 +177,8 @@ def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tm
     ]
     for name, credit, seed, slope in runs:
         _fake_run(in_tmp / name, 5, slope)
-        recipe = load_recipe(GOOD, [f"objective.credit={credit}", f"run.seed={seed}", f"run.dir={name}"])
+        bookkeeping = [f"run.keep_checkpoints={2 + seed}", f"eval.every={seed}"]  # no new line for these
+        recipe = load_recipe(GOOD, [f"objective.credit={credit}", f"run.seed={seed}", f"run.dir={name}", *bookkeeping])
         (in_tmp / name / "recipe.yaml").write_text(dump_recipe(recipe))
     with open(in_tmp / "t1" / "metrics.jsonl", "a") as out:  # t1's last evaluation: 60% instead of 80%
         out.write(json.dumps({"step": 5, "eval/e/success": 0.6, "time/step": 90.0}) + "\n")
