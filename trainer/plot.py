@@ -112,8 +112,9 @@ def default_out(run_dirs: Sequence[str | Path]) -> Path:
 def seed_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     """Runs whose recipes (`recipe.yaml`) differ only in `run.seed` and `run.dir`, one group per recipe.
 
-    Each group is labelled by the recipe keys whose values tell the groups apart (the recipe's name
-    when there is one group) and its number of runs, e.g. `"objective.credit=step (3 runs)"`.
+    Each group is labelled by the recipe keys whose values tell the groups apart, by their last part
+    where that is unambiguous (the recipe's name when there is one group), and its number of runs,
+    e.g. `"credit=step (3 runs)"`.
     Groups keep the order in which their first run was given.
 
     Raises:
@@ -136,9 +137,12 @@ def seed_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
             recipes.append((flat, [Path(d)]))
     keys = list(dict.fromkeys(k for recipe, _ in recipes for k in recipe))
     apart = [k for k in keys if len({recipe.get(k, "(absent)") for recipe, _ in recipes}) > 1]
+    short = {k: k.rpartition(".")[2] for k in apart}  # `credit`, not `objective.credit`, unless two keys end alike
+    if len(set(short.values())) < len(short):
+        short = {k: k for k in apart}
     groups = {}
     for recipe, members in recipes:
-        name = " ".join(f"{k}={recipe.get(k, '(absent)')}" for k in apart) or recipe.get("name", "runs")
+        name = " ".join(f"{short[k]}={recipe.get(k, '(absent)')}" for k in apart) or recipe.get("name", "runs")
         groups[f"{name} ({len(members)} run{'s' if len(members) > 1 else ''})"] = members
     return groups
 

@@ -184,8 +184,8 @@ def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tm
         out.write(json.dumps({"step": 5, "eval/e/success": 0.6, "time/step": 90.0}) + "\n")
     groups = seed_groups(["t0", "s0", "t1", "s1"])
     assert groups == {
-        "objective.credit=trajectory (2 runs)": [Path("t0"), Path("t1")],
-        "objective.credit=step (2 runs)": [Path("s0"), Path("s1")],
+        "credit=trajectory (2 runs)": [Path("t0"), Path("t1")],
+        "credit=step (2 runs)": [Path("s0"), Path("s1")],
     }
     assert seed_groups(["t1", "t0"]) == {"run (2 runs)": [Path("t1"), Path("t0")]}  # one recipe: its name
     merged = mean_and_spread([_series(read_metrics(d)) for d in ("t0", "t1")])
@@ -208,8 +208,8 @@ def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tm
         "",
         "| line | step 0 | step 5 | training minutes |",
         "|---|---|---|---|",
-        "| objective.credit=trajectory (2 runs) | 5.0 (5.0, 5.0) | 70.0 (80.0, 60.0) | 1.5 (-, 1.5) |",
-        "| objective.credit=step (2 runs) | 5.0 (5.0, 5.0) | 80.0 (80.0, 80.0) | - |",
+        "| credit=trajectory (2 runs) | 5.0 (5.0, 5.0) | 70.0 (80.0, 60.0) | 1.5 (-, 1.5) |",
+        "| credit=step (2 runs) | 5.0 (5.0, 5.0) | 80.0 (80.0, 80.0) | - |",
     ]
     (in_tmp / "t1" / "recipe.yaml").unlink()
     result = runner.invoke(app, ["plot", "--seeds", "t0", "t1"])
