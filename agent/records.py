@@ -142,6 +142,15 @@ class TrajectoryGroup:
         return cls(data["env_id"], data["seed"], [Trajectory.from_dict(t) for t in data["trajectories"]])
 
 
+def reward_totals(turns: Iterable[TurnRecord]) -> dict[str, float]:
+    """Each reward component summed over the turns (`Trajectory.rewards`)."""
+    totals: dict[str, float] = {}
+    for turn in turns:
+        for name, value in turn.rewards.items():
+            totals[name] = totals.get(name, 0.0) + value
+    return totals
+
+
 def save_episodes(path: str | Path, groups: Iterable[TrajectoryGroup]) -> None:
     """Write groups as JSONL, one group per line, appending; gzip-compressed if `path` ends in `.gz`."""
     with open_text(path, "a") as out:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from turngym.agent.chat import ChatFormat
 from turngym.agent.generator import ChatGenerator, Completion, Generator, RequestStream, SamplingParams, stream_of
-from turngym.agent.records import StopReason, Trajectory, TrajectoryGroup, TurnRecord
+from turngym.agent.records import StopReason, Trajectory, TrajectoryGroup, TurnRecord, reward_totals
 
 SEED_STRIDE = 1_000_003  # separates the sampling seeds of successive turns
 ENV_WORKERS = 4  # threads that step envs in a per-episode rollout (slow envs: verifiers, subprocesses, sleeps)
@@ -137,10 +137,6 @@ class _Episode:
 
     def trajectory(self) -> Trajectory:
         assert self.stop_reason is not None, "collect_groups runs every episode to an end"
-        components: dict[str, float] = {}
-        for turn in self.turns:
-            for name, value in turn.rewards.items():
-                components[name] = components.get(name, 0.0) + value
         return Trajectory(
             token_ids=self.token_ids,
             loss_mask=self.loss_mask,
@@ -148,7 +144,7 @@ class _Episode:
             turns=self.turns,
             prompt_length=self.prompt_length,
             reward=sum(t.reward for t in self.turns),
-            rewards=components,
+            rewards=reward_totals(self.turns),
             terminated=self.stop_reason == "terminated",
             truncated=self.stop_reason != "terminated",
             stop_reason=self.stop_reason,
@@ -429,13 +425,20 @@ def _lock_step(live: list[_Episode], stream: RequestStream, rules: _Turns, advan
         replies: dict[Any, Completion] = {}
         while stream.pending:
             replies.update(stream.step())
-        for episode in live:
-            turns_before = len(episode.turns)
-            rules.play(episode, replies[episode.index])
-            rules.report(episode, turns_before)
         turn += 1
-        advance(sum(e.stop_reason is not None for e in live), turn)
-        live = [e for e in live if e.stop_reason is None]
+        live = _play_turn(live, [replies[e.index] for e in live], rules, advance, turn)
+
+
+def _play_turn(
+    live: list[_Episode], replies: list[Completion], rules: _Turns, advance: Callable[[int, int], None], turn: int
+) -> list[_Episode]:
+    """Step every live episode's env with its reply (lock-step); the episodes still running."""
+    for episode, completion in zip(live, replies, strict=True):
+        turns_before = len(episode.turns)
+        rules.play(episode, completion)
+        rules.report(episode, turns_before)
+    advance(sum(e.stop_reason is not None for e in live), turn)
+    return [e for e in live if e.stop_reason is None]
 
 
 def _per_episode(
@@ -489,13 +492,8 @@ def _chat_lock_step(
         sampling = rules.sampling
         if sampling.seed is not None:
             sampling = dataclasses.replace(sampling, seed=sampling.seed + turn * SEED_STRIDE)
-        for episode, completion in zip(live, generator.chat([e.messages for e in live], sampling), strict=True):
-            turns_before = len(episode.turns)
-            rules.play(episode, completion)
-            rules.report(episode, turns_before)
         turn += 1
-        advance(sum(e.stop_reason is not None for e in live), turn)
-        live = [e for e in live if e.stop_reason is None]
+        live = _play_turn(live, generator.chat([e.messages for e in live], sampling), rules, advance, turn)
 
 
 def _chat_format(generator: Generator, tokenizer: Any) -> ChatFormat:

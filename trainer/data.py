@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from turngym.agent.chat import ChatFormat
-from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord, open_text
+from turngym.agent.records import Trajectory, TrajectoryGroup, TurnRecord, open_text, reward_totals
 from turngym.agent.rollout import history_keys
 from turngym.trainer.config import OBJECTIVE, TrainConfig
 from turngym.trainer.schema import RecipeError
@@ -353,10 +353,6 @@ def text_to_tokens(
         if k < len(turns) - 1:
             delta = chat.feedback_ids(sampled, turn.feedback)
             ids, mask = ids + delta, mask + [0] * len(delta)
-    components: dict[str, float] = {}
-    for turn in placed:
-        for name, value in turn.rewards.items():
-            components[name] = components.get(name, 0.0) + value
     if stop_reason is not None and stop_reason not in STOP_REASONS:
         raise ValueError(f"stop_reason {stop_reason!r} is not one of {', '.join(STOP_REASONS)}")
     reason = stop_reason or "terminated"
@@ -367,7 +363,7 @@ def text_to_tokens(
         turns=placed,
         prompt_length=placed[0].start,
         reward=sum(t.reward for t in placed),
-        rewards=components,
+        rewards=reward_totals(placed),
         terminated=reason == "terminated",
         truncated=reason != "terminated",
         stop_reason=reason,
