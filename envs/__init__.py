@@ -6,7 +6,7 @@ when an env is made: importing this package does not import textarena, reasoning
 
 from turngym.envs.adapter import GymnasiumTextEnv
 from turngym.envs.checker import CheckOptions, CheckResult, EnvCheckError, check_env, run_checks
-from turngym.envs.core import AnyText, TextEnv, Turn, last_boxed, last_bracketed, parse_int
+from turngym.envs.core import AnyText, TextEnv, Turn, count_bracketed, last_boxed, last_bracketed, parse_int
 from turngym.envs.registration import (
     REASONING_GYM_PREFIX,
     TEXTARENA_PREFIX,
@@ -60,6 +60,7 @@ __all__ = [
     "env_name",
     "last_boxed",
     "last_bracketed",
+    "count_bracketed",
     "make",
     "parse_int",
     "register",

@@ -11,7 +11,7 @@ Example:
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step("I think it is [50]")
     >>> sorted(info["rewards"]), sorted(info["metrics"])
-    (['invalid', 'ruled_out', 'won'], ['invalid_action', 'ruled_out', 'won'])
+    (['invalid', 'ruled_out', 'several_guesses', 'won'], ['invalid_action', 'ruled_out', 'won'])
 """
 
 from __future__ import annotations
@@ -284,6 +284,11 @@ def last_bracketed(text: str) -> str | None:
     if content is None or len(content) > MAX_MOVE_CHARS:
         return None
     return content.strip()
+
+
+def count_bracketed(text: str) -> int:
+    """Return how many `[...]` parts `text` has, e.g. 2 for "[3], or maybe [4]"."""
+    return sum(1 for _ in _BRACKETED.finditer(text))
 
 
 def last_boxed(text: str, max_chars: int = 10_000) -> str | None:

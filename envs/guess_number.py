@@ -6,10 +6,11 @@ from typing import Any
 
 from typing_extensions import override
 
-from turngym.envs.core import TextEnv, Turn, count_of, last_bracketed, parse_int
+from turngym.envs.core import TextEnv, Turn, count_bracketed, count_of, last_bracketed, parse_int
 
 INVALID_WEIGHT = -0.1  # per invalid, out-of-range or repeated guess
 RULED_OUT_WEIGHT = 0.0  # per guess the earlier feedback had already ruled out (a shaping component, off by default)
+SEVERAL_GUESSES_WEIGHT = 0.0  # per reply with more than one bracketed part (a shaping component, off by default)
 
 
 class GuessNumber(TextEnv):
@@ -19,7 +20,10 @@ class GuessNumber(TextEnv):
 
     Reward components: `won` (1 on the winning guess), `invalid` (1 per unusable guess),
     `ruled_out` (1 per guess outside the range the earlier answers left open, e.g. [3] after "higher
-    than 5"; weight 0 by default: give it a negative weight to teach reading the feedback).
+    than 5"; weight 0 by default: give it a negative weight to teach reading the feedback),
+    `several_guesses` (1 per reply with more than one `[...]`, e.g. "[3] or [4]": only the last
+    counts, so such a reply hides its guess among others; weight 0 by default: give it a negative
+    weight to teach one guess per reply).
 
     Example:
         >>> env = GuessNumber(low=1, high=10)
@@ -30,7 +34,12 @@ class GuessNumber(TextEnv):
         'Correct! The number was 9. You won in 2 guesses.'
     """
 
-    default_reward_weights = {"won": 1.0, "invalid": INVALID_WEIGHT, "ruled_out": RULED_OUT_WEIGHT}
+    default_reward_weights = {
+        "won": 1.0,
+        "invalid": INVALID_WEIGHT,
+        "ruled_out": RULED_OUT_WEIGHT,
+        "several_guesses": SEVERAL_GUESSES_WEIGHT,
+    }
     default_max_turns = 7
 
     def __init__(self, low: int = 1, high: int = 100, **kwargs: Any) -> None:
@@ -73,6 +82,7 @@ class GuessNumber(TextEnv):
     @override
     def on_step(self, action: str) -> Turn:
         left = self.max_turns - self.turn
+        several = {"several_guesses": float(count_bracketed(action) > 1)}
         guess = parse_int(last_bracketed(action))
         if guess is None:
             example = (self.low + self.high) // 2  # in range, as in the first observation
@@ -84,12 +94,12 @@ class GuessNumber(TextEnv):
         else:
             problem = None
         if problem is not None:
-            return Turn(f"{problem} {_left(left)}", {"invalid": 1.0}, metrics={"invalid_action": True})
+            return Turn(f"{problem} {_left(left)}", {"invalid": 1.0, **several}, metrics={"invalid_action": True})
         self.guessed.add(guess)
         if guess == self.secret:
             return Turn(
                 f"Correct! The number was {guess}. You won in {count_of(self.turn, 'guess')}.",
-                {"won": 1.0},
+                {"won": 1.0, **several},
                 terminated=True,
                 metrics={"won": True, "guesses": self.turn, "ruled_out": False},
             )
@@ -100,7 +110,7 @@ class GuessNumber(TextEnv):
             direction, self.open_high = "lower", min(self.open_high, guess - 1)
         return Turn(
             f"{guess} is wrong: the number is {direction} than {guess}. {_left(left)}",
-            {"ruled_out": float(ruled_out)},
+            {"ruled_out": float(ruled_out), **several},
             metrics={"ruled_out": ruled_out},
         )
 

@@ -61,7 +61,12 @@ def test_scripted_binary_search_wins_with_one_batched_call_per_turn(tokenizer) -
     for group in groups:
         for trajectory in group.trajectories:
             assert trajectory.metrics["won"] and trajectory.stop_reason == "terminated" and trajectory.terminated
-            assert trajectory.reward == 1.0 and trajectory.rewards == {"won": 1.0, "invalid": 0.0, "ruled_out": 0.0}
+            assert trajectory.reward == 1.0 and trajectory.rewards == {
+                "won": 1.0,
+                "invalid": 0.0,
+                "ruled_out": 0.0,
+                "several_guesses": 0.0,
+            }
             check_token_layout(trajectory, tokenizer)
     # lock-step: one generate call per turn over all live episodes; the batch shrinks as games end
     turns = max(t.num_turns for g in groups for t in g.trajectories)

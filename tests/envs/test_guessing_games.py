@@ -48,6 +48,23 @@ def test_guess_number_marks_guesses_the_feedback_ruled_out() -> None:
     assert terminated and reward == 1.0 and info["rewards"]["ruled_out"] == 0.0
 
 
+def test_guess_number_charges_replies_with_several_guesses() -> None:
+    env = make("turngym/GuessNumber-v0", low=1, high=10, max_turns=6, reward_weights={"several_guesses": -0.5})
+    env.reset(seed=0)
+    env.secret = 7
+    steps = [  # (reply, several bracketed parts, reward: -0.5 if several, -0.1 if invalid, 1 if won)
+        ("[3]", False, 0.0),  # one guess: higher
+        ("maybe [4] or [5]", True, -0.5),  # the last counts: 5, higher
+        ("[8] [5]", True, -0.5 - 0.1),  # the last is 5 again: already guessed, invalid
+        ("[x] and [y]", True, -0.5 - 0.1),  # no number: invalid
+        ("[6] then [7]", True, 1.0 - 0.5),  # the last wins
+    ]
+    for action, several, reward in steps:
+        _, r, terminated, _, info = env.step(action)
+        assert info["rewards"]["several_guesses"] == float(several) and r == pytest.approx(reward)
+    assert terminated and info["metrics"]["won"]
+
+
 def test_guess_number_state_key_is_the_open_range_the_turns_left_and_the_guesses() -> None:
     env = make("turngym/GuessNumber-v0", low=1, high=4, max_turns=3).unwrapped
     keys = []

@@ -235,7 +235,7 @@ def test_a_run_saved_with_defaults_written_out_resumes_with_the_same_recipe(tmp_
     ("overrides", "fragment"),
     [
         (["objective.name=gfpo", "objective.metric=wonn"], "metric 'wonn' is not 'length', 'token_efficiency' or a"),
-        (["objective.name=gfpo", "objective.metric=wonn"], "(invalid, ruled_out, won). Did you mean 'won'?"),
+        (["objective.name=gfpo", "objective.metric=wonn"], "ruled_out, several_guesses, won). Did you mean 'won'?"),
         (["objective.reward_weights={wonn: 1}"], "reward_weights names ['wonn'], which the envs do not report"),
         (["objective.name=dapo", "objective.filter_metric=score"], "filter_metric 'score' is not 'reward'"),
         (["objective.name=gfpo", "objective.base.reward_weights={wonn: 1}"], "reward_weights names ['wonn']"),
