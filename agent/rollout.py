@@ -308,11 +308,15 @@ def play_groups(
     max_context_tokens: int | None = None,
     errors: Literal["raise", "record"] = "raise",
     schedule: Schedule = "lock_step",
+    on_progress: Callable[[str], None] | None = None,
 ) -> list[TrajectoryGroup]:
     """Play groups of several envs in one rollout: one engine batch or stream for the whole mixture.
 
     `collect_groups` for a list of `GroupSpec`s (each its own env, kwargs, turn limit and system
-    prompt) and a token generator; arguments as there. Returns one group per spec, in order.
+    prompt) and a token generator; arguments as there. `on_progress`, if given, is called as the
+    rollout advances with a line such as `"37/64 episodes done, 20 generating, 7 in env"`
+    (per-episode schedule) or `"12/64 episodes done, turn 2: 52 generating"` (lock-step).
+    Returns one group per spec, in order.
     """
     _check_modes(errors, schedule)
     if not isinstance(generator, Generator):
@@ -330,7 +334,8 @@ def play_groups(
     if limit is not None and budget > limit:
         raise ValueError(f"max_context_tokens={budget} exceeds the generator's max_model_len={limit}")
     rules = _Turns(dataclasses.replace(sampling or SamplingParams(), n=1), budget, errors, None)
-    return _play_groups(list(specs), group_size, generator, _chat_format(generator, None), rules, False, schedule)
+    chat = _chat_format(generator, None)
+    return _play_groups(list(specs), group_size, generator, chat, rules, False, schedule, on_progress)
 
 
 def _play_groups(
@@ -341,6 +346,7 @@ def _play_groups(
     rules: _Turns,
     progress: bool,
     schedule: Schedule,
+    on_progress: Callable[[str], None] | None = None,
 ) -> list[TrajectoryGroup]:
     """Reset every episode of every group, then play them all (`collect_groups` after its checks)."""
     from turngym.envs import make
@@ -360,9 +366,9 @@ def _play_groups(
             episodes.append((group, episode))
     if chat is not None:
         _check_room(episodes, rules.budget)
-    with _progress_bar(progress, len(episodes), groups[0].env_id if groups else "") as advance:
+    with _progress_bar(progress, len(episodes), groups[0].env_id if groups else "", on_progress) as advance:
         live = [e for _, e in episodes if e.stop_reason is None]
-        advance(len(episodes) - len(live), 0)
+        advance(len(episodes) - len(live), "starting")
         if chat is None:
             _chat_lock_step(live, generator, rules, advance)
         else:
@@ -416,12 +422,13 @@ class _Turns:
             self.on_turn(*episode.key, episode.turns[-1])
 
 
-def _lock_step(live: list[_Episode], stream: RequestStream, rules: _Turns, advance: Callable[[int, int], None]) -> None:
+def _lock_step(live: list[_Episode], stream: RequestStream, rules: _Turns, advance: Callable[[int, str], None]) -> None:
     """Every turn: sample all live episodes together, wait for the last reply, then step every env."""
     turn = 0
     while live:
         for episode in live:
             stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
+        advance(0, f"turn {turn + 1}: {len(live)} generating")
         replies: dict[Any, Completion] = {}
         while stream.pending:
             replies.update(stream.step())
@@ -430,19 +437,19 @@ def _lock_step(live: list[_Episode], stream: RequestStream, rules: _Turns, advan
 
 
 def _play_turn(
-    live: list[_Episode], replies: list[Completion], rules: _Turns, advance: Callable[[int, int], None], turn: int
+    live: list[_Episode], replies: list[Completion], rules: _Turns, advance: Callable[[int, str], None], turn: int
 ) -> list[_Episode]:
     """Step every live episode's env with its reply (lock-step); the episodes still running."""
     for episode, completion in zip(live, replies, strict=True):
         turns_before = len(episode.turns)
         rules.play(episode, completion)
         rules.report(episode, turns_before)
-    advance(sum(e.stop_reason is not None for e in live), turn)
+    advance(sum(e.stop_reason is not None for e in live), f"turn {turn}: stepped")
     return [e for e in live if e.stop_reason is None]
 
 
 def _per_episode(
-    live: list[_Episode], stream: RequestStream, rules: _Turns, advance: Callable[[int, int], None]
+    live: list[_Episode], stream: RequestStream, rules: _Turns, advance: Callable[[int, str], None]
 ) -> None:
     """Each episode at its own pace: its env steps on a worker thread, then its next turn joins the batch at once."""
     with concurrent.futures.ThreadPoolExecutor(ENV_WORKERS, thread_name_prefix="env") as pool:
@@ -457,7 +464,7 @@ def _per_episode_loop(
     live: list[_Episode],
     stream: RequestStream,
     rules: _Turns,
-    advance: Callable[[int, int], None],
+    advance: Callable[[int, str], None],
     pool: concurrent.futures.ThreadPoolExecutor,
 ) -> None:
     """`_per_episode`'s loop: step the engine, hand finished replies to env threads, resubmit answered episodes."""
@@ -479,12 +486,11 @@ def _per_episode_loop(
             rules.report(episode, turns_before)
             if episode.stop_reason is None:
                 stream.submit(episode.index, episode.token_ids, rules.sampling_for(episode))
-            else:
-                advance(1, len(episode.turns))
+            advance(episode.stop_reason is not None, f"{stream.pending} generating, {len(stepping)} in env")
 
 
 def _chat_lock_step(
-    live: list[_Episode], generator: ChatGenerator, rules: _Turns, advance: Callable[[int, int], None]
+    live: list[_Episode], generator: ChatGenerator, rules: _Turns, advance: Callable[[int, str], None]
 ) -> None:
     """Lock-step over a chat generator (an endpoint): one `chat` call per turn for every live episode."""
     turn = 0
@@ -493,6 +499,7 @@ def _chat_lock_step(
         if sampling.seed is not None:
             sampling = dataclasses.replace(sampling, seed=sampling.seed + turn * SEED_STRIDE)
         turn += 1
+        advance(0, f"turn {turn}: {len(live)} generating")
         live = _play_turn(live, generator.chat([e.messages for e in live], sampling), rules, advance, turn)
 
 
@@ -504,20 +511,31 @@ def _chat_format(generator: Generator, tokenizer: Any) -> ChatFormat:
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, env_id: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar over finished episodes; yields `advance(finished, turn)`."""
-    if not enabled:
-        yield lambda finished, turn: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress_bar(
+    enabled: bool, total: int, env_id: str, on_progress: Callable[[str], None] | None = None
+) -> Iterator[Callable[[int, str], None]]:
+    """Progress over finished episodes; yields `advance(finished, note)`.
 
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("turn {task.fields[turn]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(f"episodes {env_id}", total=total, turn=0)
-        yield lambda finished, turn: bar.update(task, advance=finished, turn=turn)
+    `enabled`: a rich bar (episodes done of all, then `note`: the turn, or how many episodes are
+    generating and how many wait for their env). `on_progress` gets the same as one line of text.
+    """
+    with contextlib.ExitStack() as stack:
+        bar, task = None, None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[note]}"), TimeElapsedColumn())  # fmt: skip
+            bar = stack.enter_context(Progress(*columns, transient=True))
+            task = bar.add_task(f"episodes {env_id}", total=total, note="")
+        done = 0
+
+        def advance(finished: int, note: str) -> None:
+            nonlocal done
+            done += finished
+            if bar is not None and task is not None:
+                bar.update(task, advance=finished, note=note)
+            if on_progress is not None:
+                on_progress(f"{done}/{total} episodes done, {note}")
+
+        yield advance

@@ -373,6 +373,7 @@ def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> l
         max_context_tokens=rollout.max_context_tokens,
         errors="record",
         schedule=rollout.schedule,
+        on_progress=lambda line: run.display.phase(f"rollout{f' (refill {round_})' if round_ else ''}: {line}"),
     )  # one engine batch (or stream) for the whole mixture
     return [group for part in procs.gather(played) for group in part]
 

@@ -151,6 +151,25 @@ def test_a_mixture_of_two_envs_plays_in_one_stream(tokenizer, schedule) -> None:
     assert "between 1 and 4" in groups[0].trajectories[0].first_observation
 
 
+@pytest.mark.parametrize("schedule", ["lock_step", "per_episode"])
+def test_progress_lines_count_episodes_done_and_running(tokenizer, schedule) -> None:
+    """`on_progress` (the trainer's live line): episodes done of all, then the turn or what is running."""
+    import re
+
+    from turngym.agent import GroupSpec, play_groups
+
+    specs = [GroupSpec("turngym/GuessNumber-v0", 3, {"high": 4}, max_turns=1), GroupSpec(Sleepy, 1)]
+    lines: list[str] = []
+    play_groups(specs, 2, scripted(tokenizer), schedule=schedule, on_progress=lines.append)
+    done = [int(re.match(r"(\d+)/4 episodes done, ", line).group(1)) for line in lines]
+    assert done == sorted(done) and done[-1] == 4  # GuessNumber's 2 end after turn 1, Sleepy's 2 after turn 2
+    if schedule == "lock_step":
+        assert "0/4 episodes done, turn 1: 4 generating" in lines and "2/4 episodes done, turn 2: 2 generating" in lines
+    else:
+        assert lines[-1] == "4/4 episodes done, 0 generating, 0 in env"
+        assert any(re.search(r", [1-4] in env$", line) for line in lines)  # replies waiting for their env
+
+
 def test_a_rollout_cut_short_leaves_no_request_in_the_engine(vllm_tiny) -> None:
     """errors="raise" stops a per-episode rollout mid-way; its stream aborts what was still sampling."""
     sampling = SamplingParams(temperature=1.0, max_tokens=16, seed=0, stop=("e",))
