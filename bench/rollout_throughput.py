@@ -1,10 +1,13 @@
 """Rollout throughput: turngym's rollouts against raw lock-step `vllm.LLM.generate` on the same work.
 
-SmolLM2-135M (the default model). Two workloads:
+SmolLM2-135M (the default model). Three workloads:
 
     (a) today's: 8 groups x 4 episodes of GuessNumber, up to 6 turns, replies of at most 64 tokens;
     (b) uneven:  the same groups over a two-env mixture (GuessNumber 1..100 and Mastermind), replies of
-                 up to 256 tokens (some end early, some run to the limit), episodes of 1 to 6 turns.
+                 up to 256 tokens (some end early, some run to the limit), episodes of 1 to 6 turns;
+    (demo) one step of `make demo`'s rollout: 8 groups x 8 episodes of GuessNumber 1..4, 3 turns,
+                 replies of at most 24 tokens, seeded sampling (both schedules play the same episodes),
+                 so its seconds per rollout are the demo's rollout seconds per step, both ways.
 
 Each workload is played by `play_groups` in lock-step and per episode (`schedule="per_episode"`).
 The baseline, measured right after each rollout on the same engine: the same conversations through
@@ -30,9 +33,11 @@ import time
 
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
+DEMO_GAME = {"low": 1, "high": 4, "reward_weights": {"ruled_out": -0.5}}
 WORKLOADS = {
     "a": {"envs": [("turngym/GuessNumber-v0", {})], "max_tokens": 64},
     "b": {"envs": [("turngym/GuessNumber-v0", {}), ("turngym/Mastermind-v0", {})], "max_tokens": 256},
+    "demo": {"envs": [("turngym/GuessNumber-v0", DEMO_GAME)], "max_tokens": 24, "group_size": 8, "turns": 3},
 }
 
 
@@ -52,9 +57,10 @@ def main() -> None:
     for workload, schedule in variants:  # warm-up (first-call costs)
         measure(generator, args, workload, schedule, first_seed=10_000)
     ratios: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
+    seconds: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
     for repeat in range(args.repeats):
         for workload, schedule in variants:
-            ratio, line = measure(generator, args, workload, schedule, first_seed=repeat * args.groups)
+            ratio, line = measure(generator, args, workload, schedule, first_seed=repeat * args.groups, seconds=seconds)
             ratios[(workload, schedule)].append(ratio)
             print(f"repeat {repeat + 1}, ({workload}) {schedule}: {line}", flush=True)
     for (workload, schedule), values in ratios.items():
@@ -62,25 +68,34 @@ def main() -> None:
             f"({workload}) {schedule}: median ratio {statistics.median(values):.3f} "
             f"(spread {min(values):.3f}-{max(values):.3f} over {len(values)} runs)"
         )
+    lock, each = (statistics.median(seconds[("demo", s)]) for s in ("lock_step", "per_episode"))
+    print(f"demo rollout seconds per step (median): lock_step {lock:.2f}, per_episode {each:.2f}")
     print(f"ratio (a) per_episode: {statistics.median(ratios[('a', 'per_episode')]):.3f}")
     print(f"ratio: {statistics.median(ratios[('b', 'per_episode')]):.3f}")
 
 
-def measure(generator, args, workload: str, schedule: str, first_seed: int) -> tuple[float, str]:
-    """One rollout of `workload` under `schedule`, then the raw lock-step replay of its conversations."""
+def measure(generator, args, workload: str, schedule: str, first_seed: int, seconds=None) -> tuple[float, str]:
+    """One rollout of `workload` under `schedule`, then the raw lock-step replay of its conversations.
+
+    `seconds`, if given, collects the rollout's seconds under `(workload, schedule)`.
+    """
     from turngym.agent import GroupSpec, SamplingParams, play_groups
 
     spec = WORKLOADS[workload]
-    envs = spec["envs"]
+    envs, turns = spec["envs"], spec.get("turns", args.turns)
     specs = [
-        GroupSpec(envs[i % len(envs)][0], first_seed + i, envs[i % len(envs)][1], max_turns=args.turns)
+        GroupSpec(envs[i % len(envs)][0], first_seed + i, envs[i % len(envs)][1], max_turns=turns)
         for i in range(args.groups)
     ]
-    sampling = SamplingParams(temperature=1.0, max_tokens=spec["max_tokens"])
+    seed = first_seed if workload == "demo" else None  # the same episodes under both schedules
+    sampling = SamplingParams(temperature=1.0, max_tokens=spec["max_tokens"], seed=seed)
     generator.llm.reset_prefix_cache()
     start = time.perf_counter()
-    groups = play_groups(specs, args.group_size, generator, sampling=sampling, schedule=schedule)
+    group_size = spec.get("group_size", args.group_size)
+    groups = play_groups(specs, group_size, generator, sampling=sampling, schedule=schedule)
     rollout_seconds = time.perf_counter() - start
+    if seconds is not None:
+        seconds[(workload, schedule)].append(rollout_seconds)
     trajectories = [t for g in groups for t in g.trajectories]
     rollout_tokens = sum(t.num_sampled_tokens for t in trajectories)
     raw_tokens, raw_seconds = raw_lock_step(generator, trajectories)
