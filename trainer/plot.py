@@ -112,6 +112,8 @@ def default_out(run_dirs: Sequence[str | Path]) -> Path:
 def seed_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     """Runs whose recipes (`recipe.yaml`) differ only in `run.seed` and `run.dir`, one group per recipe.
 
+    A key that a recipe lacks (it was saved before the key existed) counts as its default value.
+
     Each group is labelled by the recipe keys whose values tell the groups apart, by their last part
     where that is unambiguous (the recipe's name when there is one group), and its number of runs,
     e.g. `"credit=step (3 runs)"`.
@@ -121,15 +123,15 @@ def seed_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
         FileNotFoundError: a directory without `recipe.yaml`.
     """
     recipes: list[tuple[dict[str, Any], list[Path]]] = []
+    defaults = _recipe_defaults()
     for d in run_dirs:
         path = Path(d) / "recipe.yaml"
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} does not exist: --seeds groups runs by their recipes; is {d} a turngym run directory?"
             )
-        flat = {
-            k: json_like(v) for k, v in dotted(yaml.safe_load(path.read_text()) or {}).items() if k not in SEED_KEYS
-        }
+        saved = dotted(yaml.safe_load(path.read_text()) or {})
+        flat = {k: json_like(v) for k, v in {**defaults, **saved}.items() if k not in SEED_KEYS}
         same = [members for recipe, members in recipes if recipe == flat]
         if same:
             same[0].append(Path(d))
@@ -145,6 +147,14 @@ def seed_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
         name = " ".join(f"{short[k]}={recipe.get(k, '(absent)')}" for k in apart) or recipe.get("name", "runs")
         groups[f"{name} ({len(members)} run{'s' if len(members) > 1 else ''})"] = members
     return groups
+
+
+def _recipe_defaults() -> dict[str, Any]:
+    """Every recipe key outside `envs` at its default value (dotted)."""
+    from turngym.trainer.config import EnvConfig, ModelConfig, TrainConfig, recipe_to_dict
+
+    plain = TrainConfig(model=ModelConfig(), envs=[EnvConfig(id="turngym/GuessNumber-v0")])
+    return {k: v for k, v in dotted(recipe_to_dict(plain)).items() if not k.startswith("envs.")}
 
 
 def seeds_table(groups: dict[str, list[Path]]) -> str:

@@ -188,6 +188,10 @@ def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tm
         "credit=step (2 runs)": [Path("s0"), Path("s1")],
     }
     assert seed_groups(["t1", "t0"]) == {"run (2 runs)": [Path("t1"), Path("t0")]}  # one recipe: its name
+    old = yaml.safe_load((in_tmp / "t1" / "recipe.yaml").read_text())  # saved before these keys existed
+    del old["data"], old["rollout"]["schedule"]
+    (in_tmp / "t1" / "recipe.yaml").write_text(yaml.safe_dump(old))
+    assert seed_groups(["t1", "t0"]) == {"run (2 runs)": [Path("t1"), Path("t0")]}  # absent = the default
     merged = mean_and_spread([_series(read_metrics(d)) for d in ("t0", "t1")])
     steps = [1, 2, 3, 4, 5]
     assert merged["reward"] == (steps, pytest.approx([(0.1 * s + 0.2 * s) / 2 for s in steps]))
