@@ -103,7 +103,7 @@ def test_rollout_and_evaluation_metrics_use_the_names(tiny_model_dir, tmp_path) 
         sampler=lambda: generator,
         dir=tmp_path,
         log=SimpleNamespace(write=lambda step, metrics: logged.update(metrics)),
-        display=SimpleNamespace(print=lambda line: None),
+        display=SimpleNamespace(print=lambda line: None, phase=lambda text: None),
     )
     groups, recorded = _collect_round(run, SeedCursor(0), step=1, round_=0)
     assert recorded == []
