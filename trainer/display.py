@@ -15,7 +15,10 @@ LOG = logging.getLogger("turngym.train")  # the run's train.log keeps every line
 
 
 def step_line(step: int, total: int, m: dict[str, Any]) -> str:
-    """`step 3/20  reward 0.41  success 38%  invalid 12%  turns 2.1  |  rollout 48s  update 61s  sync 0.4s  |  ...`."""
+    """`step 3/20  reward 0.41  ... |  rollout 48s  update 61s  sync 0.4s  memory 3.4 GiB (peak 5.1)  |  ...`.
+
+    Memory: this process's resident memory after the step and its peak so far (`memory/*` metrics).
+    """
     parts = [f"step {step}/{total}"]
     if "reward" in m:
         parts.append(
@@ -25,6 +28,11 @@ def step_line(step: int, total: int, m: dict[str, Any]) -> str:
     parts.append(
         f"rollout {m.get('time/rollout', 0):.0f}s  update {m.get('time/update', 0):.0f}s  "
         f"sync {m.get('time/sync', 0):.1f}s"
+        + (
+            f"  memory {m['memory/resident_gib']:.1f} GiB (peak {m['memory/peak_gib']:.1f})"
+            if "memory/peak_gib" in m
+            else ""
+        )
     )
     detail = []
     if "loss" in m:

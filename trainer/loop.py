@@ -60,7 +60,7 @@ from turngym.trainer.data import RecordedData, load_recorded
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
 from turngym.trainer.heldout import evaluate_suite, training_suite, transcript
-from turngym.trainer.memory import PeakMemory
+from turngym.trainer.memory import PeakMemory, own_peak_gib, resident_gib
 from turngym.trainer.metrics import MetricsLog, rollout_metrics, success
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
 from turngym.trainer.report import EnvStats
@@ -215,6 +215,7 @@ def _run_steps(run: Run, state: TrainState, result: TrainResult) -> None:
                 seconds = time.perf_counter() - start
                 result.train_seconds += seconds
                 metrics["time/step"] = seconds
+                metrics["memory/resident_gib"], metrics["memory/peak_gib"] = resident_gib(), own_peak_gib()
                 run.log.write(step, metrics)
                 run.display.step(step, metrics)
                 if _every(config.eval.every, step) and step != config.run.steps:

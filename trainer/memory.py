@@ -55,8 +55,7 @@ class PeakMemory:
 
     def peak_gib(self) -> float:
         """The larger of this process's exact peak and the sampled peak of the tree, in GiB."""
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-        return max(own, self._sampled) / GIB
+        return max(own_peak_gib(), self.sampled_gib())
 
     def sampled_gib(self) -> float:
         """The largest sampled resident memory of this process and its live descendants together, in GiB."""
@@ -71,6 +70,11 @@ class PeakMemory:
                 pass
             if self._stop.wait(self.interval):
                 break
+
+
+def own_peak_gib() -> float:
+    """This process's peak resident memory so far (exact, `ru_maxrss`), in GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
 
 
 def resident_gib() -> float:

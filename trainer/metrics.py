@@ -13,6 +13,7 @@ TensorBoard scalar per key). Keys are flat and grouped by prefix:
     mismatch_abs_logp, mismatch_kl, is_weight_mean, is_changed_fraction   sampler/trainer mismatch
     grad_norm, lr, skipped_update, padding_fraction, tokens_trained
     time/rollout, time/update, time/sync, time/step, tokens_per_s/rollout, tokens_per_s/update
+    memory/resident_gib, memory/peak_gib          this process's resident memory after the step, its peak so far
 
 `reward/<component>` is the component's unweighted value summed over an episode's turns, averaged
 over the step's episodes: the env's reward_weights are not applied, so `reward/invalid` (1 per

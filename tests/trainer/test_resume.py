@@ -19,7 +19,7 @@ from turngym.trainer.metrics import read_metrics
 
 SCRIPT = Path(__file__).with_name("train_script.py")
 REPO = Path(__file__).resolve().parents[2]
-TIMING = ("time/", "tokens_per_s/")
+TIMING = ("time/", "tokens_per_s/", "memory/")  # vary from run to run
 
 
 def start(recipe: dict, tmp_path: Path, *overrides: str) -> subprocess.Popen:

@@ -15,6 +15,7 @@ from turngym.algos import GRPO, Advantages, PolicyBatch, StepTotals
 from turngym.trainer.collate import StepRows, collate, deal, padding_fraction, plan_micro_batches
 from turngym.trainer.config import OptimizerConfig
 from turngym.trainer.correction import importance_weights, mismatch_sums
+from turngym.trainer.display import step_line
 from turngym.trainer.metrics import Sums
 from turngym.trainer.seeds import EVAL_SEED_BASE, SeedCursor, eval_seeds, mixture_counts
 from turngym.trainer.stats import wilson_interval
@@ -368,3 +369,10 @@ def test_reward_component_panels_say_they_are_unweighted_sums() -> None:
     runs = {"run": {"reward/invalid": ([1], [2.0]), "reward": ([1], [0.0])}}
     [panel] = [p for p in _figures(runs)["reward"] if p["keys"] == ["reward/invalid"]]
     assert panel["title"] == "reward/invalid: unweighted sum per episode"
+
+
+def test_the_step_line_shows_memory_when_the_step_measured_it() -> None:
+    timing = {"time/rollout": 12.0, "time/update": 30.4, "time/sync": 0.42}
+    assert "memory" not in step_line(3, 24, timing)
+    line = step_line(3, 24, timing | {"memory/resident_gib": 3.44, "memory/peak_gib": 5.06})
+    assert "rollout 12s  update 30s  sync 0.4s  memory 3.4 GiB (peak 5.1)" in line
