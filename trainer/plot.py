@@ -10,7 +10,7 @@ panels with labelled axes (series of few points get markers, so a one-step run s
     success.png   training success, held-out success with its 95% interval, invalid-action rate
     length.png    turns per episode, sampled tokens per episode, stop reasons
     kl_clip.png   sampler/trainer mismatch, KL to the reference, clip fractions, grad norm
-    time.png      seconds per step split into rollout / update / sync, and tokens/s of each
+    time.png      seconds per step split into rollout / update / sync, tokens/s of each, and memory
 
 With `seeds=True` (`turngym plot --seeds`), runs whose recipes differ only in `run.seed` (and in
 keys that change nothing learned, `SEED_KEYS`: `run.dir`, `eval.every`, ...) are one line: the mean
@@ -298,6 +298,11 @@ def _figures(runs: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
                 "stack": True,
             },
             {"title": "throughput", "keys": ["tokens_per_s/rollout", "tokens_per_s/update"], "ylabel": "tokens / s"},
+            {
+                "title": "memory of the training process",
+                "keys": ["memory/resident_gib", "memory/peak_gib"],
+                "ylabel": "GiB (after each step; peak so far)",
+            },
         ],  # fmt: skip
     }
 
