@@ -60,7 +60,7 @@ from turngym.trainer.data import RecordedData, load_recorded
 from turngym.trainer.display import Display
 from turngym.trainer.distributed import Processes
 from turngym.trainer.heldout import evaluate_suite, training_suite, transcript
-from turngym.trainer.memory import PeakMemory, UpdateThread, own_peak_gib, resident_gib
+from turngym.trainer.memory import PeakMemory, own_peak_gib, resident_gib
 from turngym.trainer.metrics import MetricsLog, rollout_metrics, success
 from turngym.trainer.policy import TokenScorer, load_model, resolve_autocast
 from turngym.trainer.report import EnvStats
@@ -87,7 +87,6 @@ class Run:
         display: the terminal.
         data: the recorded episodes (`data.episodes`), or None.
         stale: the generator's weights lag the learner's (synced before it is next used).
-        update_thread: where updates run (their own thread on CPU, so their own heap: `UpdateThread`).
     """
 
     config: TrainConfig
@@ -101,7 +100,6 @@ class Run:
     display: Display
     data: RecordedData | None = None
     stale: bool = False
-    update_thread: UpdateThread = field(default_factory=lambda: UpdateThread(enabled=False))
 
     def sampler(self) -> Any:
         """The vLLM engine with the learner's current weights, started on first use."""
@@ -200,7 +198,6 @@ def _train(config: TrainConfig, procs: Processes, run_dir: RunDir, generator: An
     except Exception as err:
         raise _logged(err, run.dir) from None
     finally:
-        run.update_thread.close()
         run.display.close()
         run.log.close()
     result.step = state.step
@@ -252,9 +249,7 @@ def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) 
     # UPDATE and SYNC, together: a Ctrl-C now waits until the weights and the sampler agree again
     with interrupts.deferred():
         run.display.phase("update")
-        result = run.update_thread(
-            update, run.learner, objective, rows, run.config.optimizer, run.config.correction, run.procs
-        )
+        result = update(run.learner, objective, rows, run.config.optimizer, run.config.correction, run.procs)
         start = time.perf_counter()
         run.stale |= result.changed_weights
         if run.stale and run.config.live_groups > 0:  # on recorded episodes alone: before the next evaluation
@@ -467,7 +462,6 @@ def _start(config: TrainConfig, procs: Processes, run_dir: RunDir, generator: An
     log.truncate_after(state.step)
     suite = training_suite(config)
     run = Run(config, procs, run_dir.path, learner, tokenizer, generator, suite, log, display, data)
-    run.update_thread = UpdateThread(enabled=procs.device.type == "cpu")
     run.stale = run_dir.checkpoint is not None  # sample from the resumed weights
     return run, state
 

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import resource
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, TypeVar
 
 import psutil
 
 GIB = 2**30
-T = TypeVar("T")
 
 
 class PeakMemory:
@@ -95,33 +91,3 @@ def tree_rss(process: psutil.Process) -> int:
         except psutil.Error:
             continue
     return total
-
-
-class UpdateThread:
-    """Runs the updates on one long-lived thread of their own, so their memory comes from its own heap.
-
-    glibc's allocator gives each thread that allocates its own arena (a separate heap). When the
-    updates run on the main thread, the rollouts between them (vLLM's sampling tensors, episode
-    records, Python objects) take small pieces of the holes an update's activations left, and the
-    next update, with rows of other lengths, grows the heap around them: a whole demo run's peak
-    rose step after step although the memory in use did not. On their own thread, the updates'
-    tensors (activations, gradients, AdamW state) share a heap only with each other.
-
-    Args:
-        enabled: False runs each call on the calling thread (e.g. on CUDA, where tensors live on the device).
-    """
-
-    def __init__(self, enabled: bool = True) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="turngym-update") if enabled else None
-
-    def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """`fn(*args, **kwargs)` on the update thread; its exception is raised here."""
-        if self._pool is None:
-            return fn(*args, **kwargs)
-        return self._pool.submit(fn, *args, **kwargs).result()
-
-    def close(self) -> None:
-        """Let the thread end (a later call runs on the calling thread)."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
