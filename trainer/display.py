@@ -25,6 +25,11 @@ def step_line(step: int, total: int, m: dict[str, Any]) -> str:
             f"reward {m['reward']:+.3f}  success {m.get('success', 0):.0%}  "
             f"invalid {m.get('invalid_rate', 0):.0%}  turns {m.get('turns', 0):.1f}"
         )
+    elif "recorded/reward" in m:  # recorded episodes alone (`data.episodes`, no live rollout)
+        parts.append(
+            f"recorded: reward {m['recorded/reward']:+.3f}  success {m.get('recorded/success', 0):.0%}  "
+            f"invalid {m.get('recorded/invalid_rate', 0):.0%}"
+        )
     parts.append(
         f"rollout {m.get('time/rollout', 0):.0f}s  update {m.get('time/update', 0):.0f}s  "
         f"sync {m.get('time/sync', 0):.1f}s"

@@ -376,3 +376,9 @@ def test_the_step_line_shows_memory_when_the_step_measured_it() -> None:
     assert "memory" not in step_line(3, 24, timing)
     line = step_line(3, 24, timing | {"memory/resident_gib": 3.44, "memory/peak_gib": 5.06})
     assert "rollout 12s  update 30s  sync 0.4s  memory 3.4 GiB (peak 5.1)" in line
+
+
+def test_the_step_line_of_a_run_on_recorded_episodes_alone_shows_what_it_trained_on() -> None:
+    line = step_line(2, 24, {"recorded/reward": -0.128, "recorded/success": 0.114, "recorded/invalid_rate": 0.83})
+    assert line.startswith("step 2/24  |  recorded: reward -0.128  success 11%  invalid 83%  |")
+    assert "recorded" not in step_line(2, 24, {"reward": 0.5, "recorded/reward": -0.1})  # live ones come first
