@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -17,7 +21,7 @@ from turngym.trainer.metrics import read_metrics
 from turngym.trainer.schema import RecipeError
 
 GUESS = "turngym/GuessNumber-v0"
-TOKEN_FIELDS = ("token_ids", "loss_mask", "sampling_logps", "prompt_length")
+TO_TEXT = Path(__file__).parents[2] / "examples" / "offpolicy" / "to_text.py"
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +39,9 @@ def recipe(paths, objective="gvpo", group_size=2, **env) -> dict:
 
 
 def text_only(group: TrajectoryGroup) -> dict:
-    """A group as a transcript would hold it: texts, rewards and stop reasons, no ids, no positions."""
-    data = group.to_dict()
-    for trajectory in data["trajectories"]:
-        for name in TOKEN_FIELDS:
-            trajectory.pop(name)
-        for turn in trajectory["turns"]:
-            turn.pop("start"), turn.pop("end")
-    return data
+    """A group as a transcript would hold it (texts, rewards and stop reasons, no ids, no positions),
+    made by examples/offpolicy/to_text.py, the script users run for the same purpose."""
+    return runpy.run_path(str(TO_TEXT))["to_text"](group.to_dict())
 
 
 def write(path, lines) -> str:
@@ -300,3 +299,20 @@ def test_the_offpolicy_example_records_what_its_recipes_read(examples_dir) -> No
         assert config.env_names == [recorded.name] and config.envs[0].kwargs == recorded.kwargs
         assert config.live_fraction == 0.0 and config.rollout.group_size == suite.episodes_per_seed
         assert config.rollout.groups_per_step * config.run.steps == len(suite.seeds_of(recorded))
+
+
+def test_to_text_script_turns_an_eval_file_into_a_transcript_that_trains_from_text(tokenizer, tmp_path) -> None:
+    generator = ScriptedGenerator(tokenizer, binary_search_policy)
+    live = collect_groups(GUESS, [0, 1], 2, generator, progress=False)
+    lines = [{"model": "m", "env": GUESS, "seed": g.seed, "group": g.to_dict()} for g in live]  # turngym eval's shape
+    source, out = write(tmp_path / "episodes.jsonl", lines), tmp_path / "text.jsonl"
+    done = subprocess.run([sys.executable, str(TO_TEXT), source, str(out)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == f"2 groups, text only, in {out}"
+    for line in out.read_text().splitlines():
+        for trajectory in json.loads(line)["group"]["trajectories"]:
+            assert not {"token_ids", "loss_mask", "sampling_logps", "prompt_length"} & set(trajectory)
+            assert trajectory["first_observation"] and all("start" not in t for t in trajectory["turns"])
+    data = load_recorded(load_recipe(recipe([str(out)])), tokenizer)
+    assert data.from_text == 2
+    rebuilt = [t.token_ids for g in data.groups for t in g.trajectories]
+    assert rebuilt == [t.token_ids for g in live for t in g.trajectories]
