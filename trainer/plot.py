@@ -142,11 +142,28 @@ def seed_groups(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     short = {k: k.rpartition(".")[2] for k in apart}  # `credit`, not `objective.credit`, unless two keys end alike
     if len(set(short.values())) < len(short):
         short = {k: k for k in apart}
+    entries = _lone_entries(apart, [recipe for recipe, _ in recipes])
+    whole = {k for keys in entries.values() for k in keys}
     groups = {}
     for recipe, members in recipes:
-        name = " ".join(f"{short[k]}={recipe.get(k, '(absent)')}" for k in apart) or recipe.get("name", "runs")
+        parts = [f"{short[k]}={recipe.get(k, '(absent)')}" for k in apart if k not in whole]
+        parts += [f"{e}={recipe.get(f'{e}.name') or recipe.get(f'{e}.id', '(absent)')}" for e in entries]
+        name = " ".join(parts) or recipe.get("name", "runs")
         groups[f"{name} ({len(members)} run{'s' if len(members) > 1 else ''})"] = members
     return groups
+
+
+def _lone_entries(apart: list[str], recipes: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """List entries (`envs.1`) that some recipes lack altogether, with their keys among `apart`.
+
+    Such an entry is labelled once, by its name or id (`envs.1=warm-up`), not key by key.
+    """
+    entries: dict[str, list[str]] = {}
+    for key in apart:
+        match = re.match(r"(\w+\.\d+)\.", key)
+        if match and any(not any(k.startswith(match.group(1) + ".") for k in recipe) for recipe in recipes):
+            entries.setdefault(match.group(1), []).append(key)
+    return entries
 
 
 def _recipe_defaults() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,11 @@ def test_plot_seeds_draws_one_line_per_recipe_with_the_runs_mean_and_range(in_tm
     del old["data"], old["rollout"]["schedule"]
     (in_tmp / "t1" / "recipe.yaml").write_text(yaml.safe_dump(old))
     assert seed_groups(["t1", "t0"]) == {"run (2 runs)": [Path("t1"), Path("t0")]}  # absent = the default
+    shutil.copytree(in_tmp / "s1", in_tmp / "m1")  # a second env in one recipe: labelled once, by its name
+    mixed = yaml.safe_load((in_tmp / "m1" / "recipe.yaml").read_text())
+    mixed["envs"].append({**mixed["envs"][0], "name": "warm-up", "kwargs": {"low": 1, "high": 3}})
+    (in_tmp / "m1" / "recipe.yaml").write_text(yaml.safe_dump(mixed))
+    assert list(seed_groups(["s0", "m1"])) == ["envs.1=(absent) (1 run)", "envs.1=warm-up (1 run)"]
     merged = mean_and_spread([_series(read_metrics(d)) for d in ("t0", "t1")])
     steps = [1, 2, 3, 4, 5]
     assert merged["reward"] == (steps, pytest.approx([(0.1 * s + 0.2 * s) / 2 for s in steps]))
