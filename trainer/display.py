@@ -30,15 +30,11 @@ def step_line(step: int, total: int, m: dict[str, Any]) -> str:
             f"recorded: reward {m['recorded/reward']:+.3f}  success {m.get('recorded/success', 0):.0%}  "
             f"invalid {m.get('recorded/invalid_rate', 0):.0%}"
         )
-    parts.append(
-        f"rollout {m.get('time/rollout', 0):.0f}s  update {m.get('time/update', 0):.0f}s  "
-        f"sync {m.get('time/sync', 0):.1f}s"
-        + (
-            f"  memory {m['memory/resident_gib']:.1f} GiB (peak {m['memory/peak_gib']:.1f})"
-            if "memory/peak_gib" in m
-            else ""
-        )
-    )
+    cost = f"rollout {m.get('time/rollout', 0):.0f}s  update {m.get('time/update', 0):.0f}s  "
+    cost += f"sync {m.get('time/sync', 0):.1f}s"
+    if "memory/peak_gib" in m:
+        cost += f"  memory {m['memory/resident_gib']:.1f} GiB (peak {m['memory/peak_gib']:.1f})"
+    parts.append(cost)
     detail = []
     if "loss" in m:
         detail.append(f"loss {m['loss']:+.4f}")

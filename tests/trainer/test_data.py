@@ -22,6 +22,7 @@ from turngym.trainer.schema import RecipeError
 
 GUESS = "turngym/GuessNumber-v0"
 TO_TEXT = Path(__file__).parents[2] / "examples" / "offpolicy" / "to_text.py"
+to_text = runpy.run_path(str(TO_TEXT))["to_text"]  # the script users run, loaded once
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def recipe(paths, objective="gvpo", group_size=2, **env) -> dict:
 def text_only(group: TrajectoryGroup) -> dict:
     """A group as a transcript would hold it (texts, rewards and stop reasons, no ids, no positions),
     made by examples/offpolicy/to_text.py, the script users run for the same purpose."""
-    return runpy.run_path(str(TO_TEXT))["to_text"](group.to_dict())
+    return to_text(group.to_dict())
 
 
 def write(path, lines) -> str:
