@@ -73,7 +73,14 @@ def short_eager_attention(
     if key.shape[2] <= EAGER_MAX_KEYS:
         scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
         dropout = dropout if module.training else 0.0
-        return grouped_eager_attention(query, key, value, attention_mask, scaling, dropout), None
+        if not (torch.is_grad_enabled() and query.requires_grad):
+            return grouped_eager_attention(query, key, value, attention_mask, scaling, dropout), None
+        # Keep q, k and v, not the (rows, heads, Tq, Tk) probabilities (fp32 for the softmax and their bf16
+        # copy under autocast: a fifth of what a micro-batch keeps); the backward recomputes them exactly.
+        out = torch.utils.checkpoint.checkpoint(
+            grouped_eager_attention, query, key, value, attention_mask, scaling, dropout, use_reentrant=False
+        )  # (B, Tq, H, D)
+        return out, None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling)
 
 

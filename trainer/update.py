@@ -45,7 +45,7 @@ class Learner:
         reference: the initial policy when the objective's `kl_coef > 0` (a frozen copy, or with LoRA the
             same model with its adapter off), else None.
         autocast: run forward/backward under bf16 autocast.
-        temperature: the sampling temperature (the trainer scores tokens at it).
+        temperature: the step's sampling temperature (`rollout.temperature_at`; the trainer scores tokens at it).
     """
 
     scorer: nn.Module
@@ -111,8 +111,10 @@ class UpdateResult:
 def make_optimizer(model: nn.Module, config: OptimizerConfig, total_steps: int) -> tuple[Any, Any]:
     """AdamW over the trainable parameters, and a LambdaLR schedule: warm-up, then constant, cosine or linear."""
     trainable = [p for p in model.parameters() if p.requires_grad]  # all of them, or a LoRA adapter's
+    # fused: one pass over each parameter, where the default (foreach) makes temporaries as large as the model
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in trainable)
     optimizer = torch.optim.AdamW(
-        trainable, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        trainable, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay, fused=fused
     )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config, total_steps))
 
@@ -149,6 +151,8 @@ def update(
     if skip is not None:
         advance_schedule(learner)
         return UpdateResult.skipped(skip)
+    if procs.device.type == "cpu":
+        release_freed_memory()  # what the rollout freed, so the update starts from the memory in use
     start = time.perf_counter()
     sums = Sums()
     parts = _mini_batches(rows, optimizer_config.mini_batches)

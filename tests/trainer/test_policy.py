@@ -55,6 +55,26 @@ def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix, r
         assert float((ours_param.grad - plain_param.grad).abs().max()) <= 1e-4 * scale + 1e-7, name
 
 
+def test_the_training_forward_keeps_no_attention_probabilities(tiny_model_dir) -> None:
+    """The eager path recomputes softmax(q k^T) in the backward pass instead of keeping it (checkpointed)."""
+    model, _ = load_model(str(tiny_model_dir), torch.device("cpu"))
+    config = model.config
+    rows, length, kv_heads = 2, 64, config.num_key_value_heads
+    shapes: list[tuple[int, ...]] = []
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(tensor.shape))
+        return tensor
+
+    input_ids = torch.randint(5, 480, (rows, length), generator=torch.Generator().manual_seed(0))  # (2, T)
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        logps = TokenScorer(model)(input_ids, torch.ones(rows, length))  # (2, T)
+    probs = (rows, kv_heads, config.num_attention_heads // kv_heads * length, length)  # (B, K, G*Tq, Tk)
+    assert shapes and probs not in shapes
+    logps.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_length_buckets_minimise_the_padded_tokens() -> None:
     # sorted ends 100, 110 | 300: together 3 x (300 - 50) + 50 = 800; apart 2 x 60 + 50 + 250 + 50 = 470
     assert length_buckets([100, 300, 110, 0], overhead=50) == [[0, 2], [1]]  # end 0: nothing to score, left out
