@@ -134,6 +134,11 @@ class RolloutConfig:
     """Most tokens the model may generate per turn."""
     temperature: float = 1.0
     """Sampling temperature; the trainer scores tokens at the same temperature."""
+    temperature_stages: list[tuple[int, float]] = field(default_factory=list)
+    """Later temperatures, `[[step, temperature], ...]`, each from that step (1-based) on: `[[7, 1.0]]` samples at
+    `temperature` for steps 1-6, then at 1.0. A low start learns the answer format from more wins; a higher
+    temperature later keeps the policy exploring once it is confident (POLARIS raises it in stages).
+    """
     top_p: float = 1.0
     """Nucleus sampling mass (1.0 = off). Below 1 the sampler's logprobs are of the truncated distribution, which the
     trainer does not reproduce: the mismatch metrics grow.
@@ -149,6 +154,11 @@ class RolloutConfig:
     episode's next turn joins the running batch as soon as its env answers (env steps on worker threads), so
     short replies and slow envs hold nobody up; the same episodes under seeded sampling (`run.deterministic`).
     """
+
+    def temperature_at(self, step: int) -> float:
+        """The temperature of rollout step `step` (1-based): the last stage begun by then, else `temperature`."""
+        begun = [t for start, t in self.temperature_stages if start <= step]
+        return begun[-1] if begun else self.temperature
 
 
 @dataclass
@@ -523,6 +533,11 @@ def _check_rollout(config: TrainConfig) -> None:
         raise RecipeError(
             "rollout.temperature", f"must be > 0 for training (sampled tokens need logprobs), got {r.temperature}"
         )
+    starts = [start for start, _ in r.temperature_stages]
+    if any(start < 1 for start in starts) or starts != sorted(set(starts)):
+        raise RecipeError("rollout.temperature_stages", f"steps must be >= 1 and increasing, got {starts}")
+    if any(t <= 0 for _, t in r.temperature_stages):
+        raise RecipeError("rollout.temperature_stages", "temperatures must be > 0 for training")
     if not 0 < r.top_p <= 1:
         raise RecipeError("rollout.top_p", f"must be in (0, 1], got {r.top_p}")
     if r.max_refill_rounds < 0:

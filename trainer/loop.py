@@ -237,6 +237,7 @@ def _run_steps(run: Run, state: TrainState, result: TrainResult) -> None:
 def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) -> dict[str, Any]:
     """One step: collect -> select -> advantages -> update -> sync -> metrics. Returns the step's metrics."""
     objective = run.config.objective
+    run.learner.temperature = run.config.rollout.temperature_at(step)  # sampled and scored at it this step
     # COLLECT and SELECT: groups on every env of the mixture, filtered by the objective, refilled while incomplete
     start = time.perf_counter()
     cursor = SeedCursor(state.next_seed, state.data_position)
@@ -259,7 +260,8 @@ def _train_step(run: Run, state: TrainState, step: int, interrupts: Interrupts) 
         state.step, state.next_seed, state.objective = step, cursor.next_seed, rollout.selection.state
         state.data_position = cursor.data_position
     # METRICS
-    return rollout.metrics(rollout_seconds) | advantage_metrics | result.to_metrics() | {"time/sync": sync_seconds}
+    metrics = rollout.metrics(rollout_seconds) | advantage_metrics | result.to_metrics() | {"time/sync": sync_seconds}
+    return metrics | ({"temperature": run.learner.temperature} if run.config.rollout.temperature_stages else {})
 
 
 # --- collect and select --------------------------------------------------------------------------
@@ -364,7 +366,7 @@ def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> l
     if config.run.deterministic:
         sampling_seed = int(np.random.default_rng([config.run.seed, step, round_, procs.rank]).integers(2**30))
     sampling = SamplingParams(
-        temperature=rollout.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens, seed=sampling_seed
+        temperature=run.learner.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens, seed=sampling_seed
     )
     played = play_groups(
         specs,

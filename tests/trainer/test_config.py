@@ -149,6 +149,9 @@ def test_correction_auto_resolves_per_objective() -> None:
         (["model.lora.target_modules=[]"], "model.lora.target_modules", "is empty"),
         (["model.lora.rank=2"], "model.lora.rank", "Valid keys: r, alpha, dropout, target_modules"),
         (["model.lora=5"], "model.lora", "must be a mapping"),
+        (["rollout.temperature_stages=[[7, 1.0], [3, 0.9]]"], "rollout.temperature_stages", "increasing"),
+        (["rollout.temperature_stages=[[0, 1.0]]"], "rollout.temperature_stages", "steps must be >= 1"),
+        (["rollout.temperature_stages=[[7, 0]]"], "rollout.temperature_stages", "must be > 0"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(overrides, key, fragment) -> None:
@@ -352,3 +355,10 @@ def test_lora_is_off_by_default_and_an_override_turns_it_on() -> None:
     assert recipe_changes(on) == ["model.lora.r=16"]  # LoRA is named, its other defaults are not
     assert recipe_changes(load_recipe(BASE, ["model.lora.alpha=8"])) == ["model.lora.r=16", "model.lora.alpha=8.0"]
     assert load_recipe(yaml.safe_load(dump_recipe(on))).model.lora == on.model.lora  # recipe.yaml round-trips
+
+
+def test_temperature_stages_take_over_from_their_step_on() -> None:
+    config = load_recipe(BASE, ["rollout.temperature=0.7", "rollout.temperature_stages=[[7, 1.0], [13, 1.2]]"])
+    temperatures = [config.rollout.temperature_at(step) for step in (1, 6, 7, 12, 13, 24)]
+    assert temperatures == [0.7, 0.7, 1.0, 1.0, 1.2, 1.2]
+    assert load_recipe(BASE).rollout.temperature_at(5) == 1.0  # no stages: `temperature` throughout

@@ -180,3 +180,14 @@ def test_a_bad_suite_in_a_recipe_is_a_recipe_error(tiny_model_dir, tmp_path) -> 
     config = load_recipe(tiny_recipe(tiny_model_dir, tmp_path / "run", eval={"suite": str(tmp_path / "bad.yaml")}))
     with pytest.raises(RecipeError, match="eval.suite: envs.0: cannot make 'turngym/GuesNumber-v0'"):
         check_envs(config)
+
+
+def test_a_temperature_stage_samples_and_scores_at_its_temperature(engine, tiny_model_dir, tmp_path) -> None:
+    # Step 2 samples at 1.6 and the trainer scores at 1.6: had it scored at the first stage's 0.8, the
+    # logprobs of the same tokens would differ by far more than the bf16 sampler's rounding.
+    stages = {"temperature": 0.8, "temperature_stages": [[2, 1.6]]}
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "run", rollout=stages, run={"steps": 2})
+    result = train(load_recipe(recipe), generator=engine)
+    first, second = read_metrics(result.run_dir)
+    assert (first["temperature"], second["temperature"]) == (0.8, 1.6)
+    assert first["mismatch_abs_logp"] < 0.1 and second["mismatch_abs_logp"] < 0.1
