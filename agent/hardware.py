@@ -54,7 +54,7 @@ def _glibc() -> Any:
 
 
 def release_freed_memory() -> bool:
-    """Give the pages of every freed heap block back to the OS (glibc's `malloc_trim(0)`), once per update.
+    """Give the pages of every freed heap block back to the OS (glibc's `malloc_trim(0)`), before and after an update.
 
     `keep_freed_memory` keeps freed blocks for reuse within an update. Between updates, rows of
     other lengths leave holes the next update cannot fill, so without this a run's resident memory

@@ -135,9 +135,10 @@ class RolloutConfig:
     temperature: float = 1.0
     """Sampling temperature; the trainer scores tokens at the same temperature."""
     temperature_stages: list[tuple[int, float]] = field(default_factory=list)
-    """Later temperatures, `[[step, temperature], ...]`, each from that step (1-based) on: `[[7, 1.0]]` samples at
-    `temperature` for steps 1-6, then at 1.0. A low start learns the answer format from more wins; a higher
-    temperature later keeps the policy exploring once it is confident (POLARIS raises it in stages).
+    """Later temperatures, `[[step, temperature], ...]`, each from that step (2..run.steps) on: `[[7, 1.0]]`
+    samples at `temperature` for steps 1-6, then at 1.0 (live episodes only; evaluations keep `eval.temperature`).
+    A low start learns the answer format from more wins; a higher temperature later keeps the policy exploring
+    once it is confident (POLARIS raises it in stages).
     """
     top_p: float = 1.0
     """Nucleus sampling mass (1.0 = off). Below 1 the sampler's logprobs are of the truncated distribution, which the
@@ -270,7 +271,7 @@ class EvalConfig:
     episodes: int = 64
     """Episodes per env, one per held-out seed."""
     temperature: float | None = None
-    """Sampling temperature (default: `rollout.temperature`)."""
+    """Sampling temperature (default: `rollout.temperature`, not its later stages)."""
     suite: str | None = None
     """An evaluation suite (examples/suites/*.yaml) to run instead: its envs, seeds and sampling, with pass@k.
     It also runs at step 0, so the curve starts at the untrained model."""
@@ -441,6 +442,24 @@ def _validate(config: TrainConfig) -> None:
     _check_data(config)
 
 
+def _check_temperature_stages(config: TrainConfig) -> None:
+    """Stages start after step 1 (step 1 samples at `rollout.temperature`), within the run, on live episodes only."""
+    stages, key = config.rollout.temperature_stages, "rollout.temperature_stages"
+    starts = [start for start, _ in stages]
+    if any(start < 2 for start in starts) or starts != sorted(set(starts)):
+        raise RecipeError(key, f"steps must be >= 2 (step 1 is rollout.temperature's) and increasing, got {starts}")
+    if any(start > config.run.steps for start in starts):
+        raise RecipeError(key, f"a stage starts after the last step (run.steps={config.run.steps}), got {starts}")
+    if any(t <= 0 for _, t in stages):
+        raise RecipeError(key, "temperatures must be > 0 for training")
+    if stages and config.live_groups < config.rollout.groups_per_step:
+        raise RecipeError(
+            key,
+            "recorded episodes (data.episodes) are scored at one temperature, which stages would change under "
+            "them; drop the stages or the recorded share (data.live_fraction=1)",
+        )
+
+
 def _check_data(config: TrainConfig) -> None:
     """Recorded episodes against the live share of each step (the files themselves are read at start)."""
     share = config.data.live_fraction
@@ -533,11 +552,7 @@ def _check_rollout(config: TrainConfig) -> None:
         raise RecipeError(
             "rollout.temperature", f"must be > 0 for training (sampled tokens need logprobs), got {r.temperature}"
         )
-    starts = [start for start, _ in r.temperature_stages]
-    if any(start < 1 for start in starts) or starts != sorted(set(starts)):
-        raise RecipeError("rollout.temperature_stages", f"steps must be >= 1 and increasing, got {starts}")
-    if any(t <= 0 for _, t in r.temperature_stages):
-        raise RecipeError("rollout.temperature_stages", "temperatures must be > 0 for training")
+    _check_temperature_stages(config)
     if not 0 < r.top_p <= 1:
         raise RecipeError("rollout.top_p", f"must be in (0, 1], got {r.top_p}")
     if r.max_refill_rounds < 0:

@@ -366,7 +366,7 @@ def _play(run: Run, cursor: SeedCursor, step: int, round_: int, count: int) -> l
     if config.run.deterministic:
         sampling_seed = int(np.random.default_rng([config.run.seed, step, round_, procs.rank]).integers(2**30))
     sampling = SamplingParams(
-        temperature=run.learner.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens, seed=sampling_seed
+        temperature=rollout.temperature_at(step), top_p=rollout.top_p, max_tokens=rollout.max_tokens, seed=sampling_seed
     )
     played = play_groups(
         specs,
@@ -514,7 +514,7 @@ def _build_learner(config: TrainConfig, checkpoint: Path | None, procs: Processe
     state = TrainState(step=0, next_seed=config.run.seed_start, objective=objective.initial_state())
     if checkpoint is not None:
         saved = ckpt.load_trainer_state(checkpoint)
-        optimizer.load_state_dict(saved["optimizer"])
+        optimizer.load_state_dict(saved["optimizer"])  # with its saved settings: a run begun unfused stays so
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"][min(procs.rank, len(saved["rng"]) - 1)])
         objective_state = ckpt.load_objective_state(objective, saved.get("objective"))

@@ -14,6 +14,7 @@ TensorBoard scalar per key). Keys are flat and grouped by prefix:
     grad_norm, lr, skipped_update, padding_fraction, tokens_trained
     time/rollout, time/update, time/sync, time/step, tokens_per_s/rollout, tokens_per_s/update
     memory/resident_gib, memory/peak_gib          this process's resident memory after the step, its peak so far
+    temperature                                   the step's sampling temperature (with rollout.temperature_stages)
 
 `reward/<component>` is the component's unweighted value summed over an episode's turns, averaged
 over the step's episodes: the env's reward_weights are not applied, so `reward/invalid` (1 per

@@ -66,14 +66,16 @@ def short_eager_attention(
     PyTorch's CPU flash-attention kernel is slow on the short rows of turn-based episodes: forward
     plus backward of one layer over 4,096 bf16 tokens took 78-106 ms in rows of 128 against 41 ms
     eager, the same at 256, and eager lost from 512 on (250 vs 125 ms), where it also stores the
-    whole (rows, heads, T, T) attention matrix. Both get the same additive mask (`eager_mask`).
+    whole (rows, heads, T, T) attention matrix. Both get the same additive mask (`eager_mask`). Under
+    autograd the eager path keeps q, k and v and recomputes the probabilities in the backward pass (a
+    checkpoint; the crossover above was timed before it, when the backward reused them).
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if key.shape[2] <= EAGER_MAX_KEYS:
         scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
         dropout = dropout if module.training else 0.0
-        if not (torch.is_grad_enabled() and query.requires_grad):
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))):
             return grouped_eager_attention(query, key, value, attention_mask, scaling, dropout), None
         # Keep q, k and v, not the (rows, heads, Tq, Tk) probabilities (fp32 for the softmax and their bf16
         # copy under autocast: a fifth of what a micro-batch keeps); the backward recomputes them exactly.

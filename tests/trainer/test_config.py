@@ -150,7 +150,13 @@ def test_correction_auto_resolves_per_objective() -> None:
         (["model.lora.rank=2"], "model.lora.rank", "Valid keys: r, alpha, dropout, target_modules"),
         (["model.lora=5"], "model.lora", "must be a mapping"),
         (["rollout.temperature_stages=[[7, 1.0], [3, 0.9]]"], "rollout.temperature_stages", "increasing"),
-        (["rollout.temperature_stages=[[0, 1.0]]"], "rollout.temperature_stages", "steps must be >= 1"),
+        (["rollout.temperature_stages=[[1, 1.0]]"], "rollout.temperature_stages", "steps must be >= 2"),
+        (["rollout.temperature_stages=[[30, 1]]", "run.steps=24"], "rollout.temperature_stages", "after the last step"),
+        (
+            ["rollout.temperature_stages=[[2, 1.0]]", "data.live_fraction=0", "data.episodes=[x.jsonl]"],
+            "rollout.temperature_stages",
+            "drop the stages or the recorded share",
+        ),
         (["rollout.temperature_stages=[[7, 0]]"], "rollout.temperature_stages", "must be > 0"),
     ],
 )
@@ -358,7 +364,8 @@ def test_lora_is_off_by_default_and_an_override_turns_it_on() -> None:
 
 
 def test_temperature_stages_take_over_from_their_step_on() -> None:
-    config = load_recipe(BASE, ["rollout.temperature=0.7", "rollout.temperature_stages=[[7, 1.0], [13, 1.2]]"])
+    stages = ["rollout.temperature=0.7", "rollout.temperature_stages=[[7, 1.0], [13, 1.2]]", "run.steps=24"]
+    config = load_recipe(BASE, stages)
     temperatures = [config.rollout.temperature_at(step) for step in (1, 6, 7, 12, 13, 24)]
     assert temperatures == [0.7, 0.7, 1.0, 1.0, 1.2, 1.2]
     assert load_recipe(BASE).rollout.temperature_at(5) == 1.0  # no stages: `temperature` throughout

@@ -55,24 +55,35 @@ def test_scorer_equals_the_plain_forward(tiny_model_dir, length, share_prefix, r
         assert float((ours_param.grad - plain_param.grad).abs().max()) <= 1e-4 * scale + 1e-7, name
 
 
-def test_the_training_forward_keeps_no_attention_probabilities(tiny_model_dir) -> None:
-    """The eager path recomputes softmax(q k^T) in the backward pass instead of keeping it (checkpointed)."""
+def test_the_training_forward_keeps_no_attention_probabilities(tiny_model_dir, monkeypatch) -> None:
+    """The eager path recomputes softmax(q k^T) in the backward pass (checkpointed) instead of keeping it;
+    under bf16 autocast the gradients are the same, bit for bit, as when it keeps them."""
     model, _ = load_model(str(tiny_model_dir), torch.device("cpu"))
+    assert model.config._attn_implementation == CPU_ATTENTION  # the eager path, not SDPA (which keeps none either)
     config = model.config
     rows, length, kv_heads = 2, 64, config.num_key_value_heads
-    shapes: list[tuple[int, ...]] = []
-
-    def keep(tensor: torch.Tensor) -> torch.Tensor:
-        shapes.append(tuple(tensor.shape))
-        return tensor
-
     input_ids = torch.randint(5, 480, (rows, length), generator=torch.Generator().manual_seed(0))  # (2, T)
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
-        logps = TokenScorer(model)(input_ids, torch.ones(rows, length))  # (2, T)
     probs = (rows, kv_heads, config.num_attention_heads // kv_heads * length, length)  # (B, K, G*Tq, Tk)
+
+    def forward_backward() -> tuple[list[tuple[int, ...]], list[torch.Tensor]]:
+        shapes: list[tuple[int, ...]] = []
+
+        def keep(tensor: torch.Tensor) -> torch.Tensor:
+            shapes.append(tuple(tensor.shape))
+            return tensor
+
+        model.zero_grad(set_to_none=True)
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t), torch.autocast("cpu", torch.bfloat16):
+            logps = TokenScorer(model)(input_ids, torch.ones(rows, length))  # (2, T)
+        logps.sum().backward()
+        return shapes, [p.grad.clone() for p in model.parameters()]
+
+    shapes, grads = forward_backward()
     assert shapes and probs not in shapes
-    logps.sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda fn, *args, **kwargs: fn(*args))
+    kept_shapes, kept_grads = forward_backward()  # the control: without the checkpoint they are kept
+    assert probs in kept_shapes
+    assert all(torch.equal(ours, kept) for ours, kept in zip(grads, kept_grads, strict=True))
 
 
 def test_length_buckets_minimise_the_padded_tokens() -> None:
