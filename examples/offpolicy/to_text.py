@@ -22,7 +22,8 @@ def to_text(line: dict) -> dict:
         for name in TOKEN_FIELDS:
             trajectory.pop(name, None)
         for turn in trajectory["turns"]:
-            turn.pop("start", None), turn.pop("end", None)
+            for name in ("start", "end"):
+                turn.pop(name, None)
     return line
 
 
